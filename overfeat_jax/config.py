@@ -66,3 +66,93 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.spatial_reduce = "max"  # How a class map becomes one score per class: "max" (paper) or "mean".
   c.eval.num_examples = 0  # If > 0, evaluate only the first N examples of the split.
   return c
+
+
+_CHOICES = {
+    "model.variant": ("fast", "accurate"),
+    "model.init": ("paper", "he"),
+    "model.compute_dtype": ("float32", "bfloat16"),
+    "eval.spatial_reduce": ("max", "mean"),
+}
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks values and combinations that ml_collections' type locking cannot.
+
+  Raises:
+    ConfigError naming the first offending key, its value and what is allowed.
+  """
+  # Imported here so that configs/*.py can import this module without the rest of the package.
+  from overfeat_jax.errors import ConfigError
+
+  unknown = _unknown_keys(config, base_config())
+  if unknown:
+    raise ConfigError(f"unknown config key(s): {', '.join(unknown)} (see overfeat_jax/config.py)")
+
+  def require(ok: bool, key: str, allowed: str) -> None:
+    if not ok:
+      raise ConfigError(f"config.{key}={_get(config, key)!r} is invalid: {allowed}")
+
+  for key, allowed in _CHOICES.items():
+    require(_get(config, key) in allowed, key, f"expected one of {', '.join(allowed)}")
+  require(config.model.width > 0, "model.width", "expected > 0")
+  require(config.model.stem_kernel >= 0, "model.stem_kernel", "expected >= 0 (0 = the paper's)")
+  require(config.model.stem_stride >= 0, "model.stem_stride", "expected >= 0 (0 = the paper's)")
+  require(0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate", "expected in [0, 1)")
+  require(config.dataset.num_classes >= 2, "dataset.num_classes", "expected >= 2")
+
+  require(config.input.crop_size > 0, "input.crop_size", "expected > 0")
+  require(config.input.resize_short >= config.input.crop_size, "input.resize_short",
+          f"must be >= input.crop_size={config.input.crop_size} so that the random crop fits")
+  require(config.input.batch_size > 0, "input.batch_size", "expected > 0")
+  require(config.input.eval_batch_size > 0, "input.eval_batch_size", "expected > 0")
+  require(config.input.max_boxes > 0, "input.max_boxes", "expected > 0")
+  require(config.input.num_workers >= 0, "input.num_workers", "expected >= 0")
+  require(len(config.input.mean) == 3, "input.mean", "expected 3 values (RGB)")
+  require(len(config.input.std) == 3 and min(config.input.std) > 0, "input.std",
+          "expected 3 positive values (RGB)")
+
+  require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "expected > 0")
+  require(0.0 <= config.optimizer.momentum < 1.0, "optimizer.momentum", "expected in [0, 1)")
+  require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "expected >= 0")
+  epochs = tuple(config.optimizer.halve_at_epochs)
+  require(all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs)),
+          "optimizer.halve_at_epochs", "expected strictly increasing positive epochs")
+
+  require(config.train.num_epochs > 0 or config.train.max_steps > 0, "train.num_epochs",
+          "expected > 0 (or train.max_steps > 0)")
+  require(config.train.max_steps >= 0, "train.max_steps", "expected >= 0 (0 = use num_epochs)")
+  require(config.train.log_every > 0, "train.log_every", "expected > 0")
+  require(config.train.checkpoint_every > 0, "train.checkpoint_every", "expected > 0")
+  require(config.train.keep_checkpoints >= 1, "train.keep_checkpoints", "expected >= 1")
+
+  scales = tuple(tuple(s) for s in config.eval.scales)
+  require(len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales), "eval.scales",
+          "expected a non-empty list of (height, width) pairs")
+  require(0 <= config.eval.single_scale < len(scales), "eval.single_scale",
+          f"expected an index into eval.scales (0..{len(scales) - 1})")
+  multi = tuple(config.eval.multi_scales)
+  require(len(multi) > 0 and all(0 <= i < len(scales) for i in multi), "eval.multi_scales",
+          f"expected indices into eval.scales (0..{len(scales) - 1})")
+  require(config.eval.resize_short >= config.input.crop_size, "eval.resize_short",
+          f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
+  require(config.eval.num_examples >= 0, "eval.num_examples", "expected >= 0 (0 = all)")
+
+
+def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                  prefix: str = "") -> list[str]:
+  """Keys present in `config` but not in `reference` (configs built in code bypass the CLI's check)."""
+  unknown = []
+  for key, value in config.items():
+    if key not in reference:
+      unknown.append(prefix + key)
+    elif isinstance(value, ml_collections.ConfigDict):
+      unknown.extend(_unknown_keys(value, reference[key], prefix + key + "."))
+  return unknown

@@ -1,0 +1,75 @@
+"""What train.py and evaluate.py share: the --config/--workdir flags and one-line user errors.
+
+A user mistake (unknown config key, wrong type, missing file, bad dataset, missing checkpoint, ...)
+prints `error: <what is wrong>` on stderr and exits with status 2; a bug keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from overfeat_jax.config import base_config
+from overfeat_jax.errors import OverfeatError
+
+USER_ERROR_EXIT = 2
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py); override keys with --config.a.b=value.",
+    lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and eval outputs.")
+
+
+def fail(message: str) -> None:
+  """Prints a one-line error and exits with USER_ERROR_EXIT."""
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(USER_ERROR_EXIT)
+
+
+def _unknown_override(argv: Sequence[str]) -> str | None:
+  """The first `--config.a.b=...` whose key does not exist in the base config, if any."""
+  reference = base_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node = reference
+    for depth, part in enumerate(path):
+      if not hasattr(node, "keys") or part not in node:
+        return ".".join(path[:depth + 1])
+      node = node[part]
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing whose errors are one line naming the flag (config_flags raises a traceback)."""
+  try:
+    rest = flags.FLAGS(argv)
+  except Exception as e:  # absl's flags.Error, and config_flags' AttributeError/KeyError/ValueError.
+    unknown = _unknown_override(argv)
+    if unknown is not None:
+      fail(f"unknown config key '{unknown}' (valid keys are listed in overfeat_jax/config.py)")
+    fail(" ".join(str(e).split()))
+  if CONFIG.value is None:
+    fail("--config is required, e.g. --config configs/quickstart.py")
+  if not WORKDIR.value:
+    fail("--workdir is required")
+  return rest
+
+
+def run(main: Callable[[], None]) -> None:
+  """Runs `main()` under absl with one-line errors for every OverfeatError."""
+
+  def _main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+      fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    try:
+      main()
+    except OverfeatError as e:
+      fail(str(e))
+
+  app.run(_main, flags_parser=parse_flags)

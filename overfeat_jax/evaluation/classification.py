@@ -1,0 +1,142 @@
+"""Classification evaluation (SPEC A4): restore, run the dense grid over a split, print Table 2.
+
+One jit-compiled step over the device mesh takes a batch of canvases and returns, for every row of the
+paper's Table 2 layout, how many examples were right within top-1 and top-5; the host only adds up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from overfeat_jax.config import validate_config
+from overfeat_jax.data import pipeline
+from overfeat_jax.errors import ConfigError, InputSizeError
+from overfeat_jax.evaluation import dense, metrics
+from overfeat_jax.models.overfeat import OverFeat, build_model
+from overfeat_jax.training import checkpoint, mesh as mesh_lib
+
+
+def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError / InputSizeError before compiling anything when a size cannot work.
+
+  Every test scale must be at least the field of view, and large enough that every pooling offset
+  still leaves one full classifier window (the fine grid's requirement).
+  """
+  train_size = model.arch.train_size
+  if config.input.crop_size != train_size:
+    raise ConfigError(
+        f"config.input.crop_size={config.input.crop_size} but this model's training input (its field "
+        f"of view) is {train_size}x{train_size}: set --config.input.crop_size={train_size}")
+  for h, w in config.eval.scales:
+    if min(h, w) < train_size:
+      raise InputSizeError(
+          f"test scale {h}x{w} in config.eval.scales is smaller than the model's field of view "
+          f"({train_size}x{train_size})")
+
+
+def _row_counts(model: OverFeat, config: ml_collections.ConfigDict, variables: Any,
+                images: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+  """One evaluation step: [B, Hc, Wc, 3] canvases -> int32 [rows, 2] (top-1, top-5 correct counts)."""
+  scores = dense.evaluate_views(model, variables, images, config.eval,
+                                crop_size=config.input.crop_size,
+                                resize_short=config.eval.resize_short)
+  k5 = min(5, config.dataset.num_classes)
+  counts = []
+  for row in dense.ROWS:
+    top1 = metrics.topk_correct(scores[row], labels, 1) & valid
+    top5 = metrics.topk_correct(scores[row], labels, k5) & valid
+    counts.append(jnp.stack([top1.sum(), top5.sum()]))
+  return jnp.stack(counts).astype(jnp.int32)
+
+
+def row_titles(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """Table 2 row names with the scales they use spelled out, e.g. '1 scale (64x64), fine stride'."""
+  scales = [tuple(s) for s in config.eval.scales]
+  one = "{}x{}".format(*scales[config.eval.single_scale])
+  multi = ", ".join("{}x{}".format(*scales[i]) for i in config.eval.multi_scales)
+  n = len(config.eval.multi_scales)
+  crop = config.input.crop_size
+  return {
+      dense.ROW_CENTRE: f"centre crop ({crop}x{crop} of short side {config.eval.resize_short})",
+      dense.ROW_TEN_VIEWS: "10 views (4 corners + centre, x flip)",
+      dense.ROW_COARSE: f"1 scale ({one}), coarse stride",
+      dense.ROW_FINE: f"1 scale ({one}), fine stride",
+      dense.ROW_MULTI: f"{n} scales ({multi}), fine stride",
+      dense.ROW_MULTI_FLIP: f"{n} scales, fine stride, flips",
+  }
+
+
+def format_table(results: dict[str, dict[str, float]], titles: dict[str, str]) -> str:
+  """The paper's Table 2 layout: one row per approach, top-1 and top-5 error in percent."""
+  width = max(len(t) for t in titles.values())
+  lines = [f"{'Approach':<{width}} | top-1 err % | top-5 err %",
+           f"{'-' * width}-+-------------+------------"]
+  for row in dense.ROWS:
+    r = results[row]
+    lines.append(f"{titles[row]:<{width}} | {r['top1_error']:11.2f} | {r['top5_error']:11.2f}")
+  return "\n".join(lines)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True) -> dict:
+  """Restores the latest checkpoint in `workdir` and evaluates it on config.dataset.eval_split.
+
+  Returns:
+    {'rows': {row: {'top1_error', 'top5_error', 'title'}}, 'num_examples', 'step', ...}; the same is
+    written to `workdir/eval/metrics.json`.
+  Raises:
+    CheckpointError when `workdir` holds no checkpoint or one of another model; ConfigError /
+    InputSizeError / DataError for a config that cannot be evaluated.
+  """
+  validate_config(config)
+  model = build_model(config.model, config.dataset.num_classes)
+  check_eval_sizes(model, config)
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_batch_divisible(config.input.eval_batch_size, mesh, "input.eval_batch_size")
+  params, step = checkpoint.restore_params(workdir, model, config)
+  variables = {"params": params}
+
+  step_fn = jax.jit(
+      functools.partial(_row_counts, model, config),
+      in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh),
+                    mesh_lib.batch_sharded(mesh), mesh_lib.batch_sharded(mesh)),
+      out_shardings=mesh_lib.replicated(mesh))
+  variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+
+  total = pipeline.num_eval_examples(config)
+  counts = jnp.zeros((len(dense.ROWS), 2), jnp.int32)
+  seen, start = 0, time.time()
+  batches = pipeline.eval_loader(config, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+  for i, batch in enumerate(batches):
+    batch = mesh_lib.to_global(batch, mesh)
+    counts = counts + step_fn(variables, batch["image"], batch["label"], batch["valid"])
+    seen = min(total, seen + config.input.eval_batch_size)
+    if verbose and (i == 0 or seen == total or i % 10 == 0):
+      rate = seen / max(time.time() - start, 1e-9)
+      print(f"eval: {seen}/{total} images, {rate:.1f} img/s", flush=True)
+  counts = jax.device_get(counts)
+
+  titles = row_titles(config)
+  rows = {}
+  for r, row in enumerate(dense.ROWS):
+    rows[row] = {"title": titles[row],
+                 "top1_error": 100.0 * (1.0 - counts[r, 0] / total),
+                 "top5_error": 100.0 * (1.0 - counts[r, 1] / total)}
+  result = {"checkpoint_step": int(step), "num_examples": int(total),
+            "dataset": config.dataset.name, "split": config.dataset.eval_split,
+            "seconds": round(time.time() - start, 1), "rows": rows}
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    with open(os.path.join(workdir, "eval", "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  if verbose:
+    print(format_table(rows, titles), flush=True)
+  return result
