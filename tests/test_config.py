@@ -1,0 +1,62 @@
+"""Config files and their validation: every shipped config is valid; each bad value names its key."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from overfeat_jax.config import base_config, validate_config
+from overfeat_jax.errors import ConfigError
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(name: str):
+  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "overfeat_fast_imagenet", "overfeat_accurate_imagenet"])
+def test_shipped_configs_are_valid(name):
+  validate_config(load_config(name))
+
+
+def test_paper_configs_follow_spec_a3():
+  for name, crop in [("overfeat_fast_imagenet", 231), ("overfeat_accurate_imagenet", 221)]:
+    c = load_config(name)
+    assert c.input.crop_size == crop and c.input.resize_short == 256 and c.input.batch_size == 128
+    assert c.optimizer.learning_rate == 5e-2 and c.optimizer.momentum == 0.6
+    assert c.optimizer.weight_decay == 1e-5
+    assert tuple(c.optimizer.halve_at_epochs) == (30, 50, 60, 70, 80)
+    assert c.model.init == "paper" and c.model.width == 1.0 and c.model.dropout_rate == 0.5
+    assert len(c.eval.scales) == 6 and c.dataset.name == "imagenet2012"
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("model.variant", "huge", "model.variant"),
+    ("model.init", "xavier", "model.init"),
+    ("eval.spatial_reduce", "median", "eval.spatial_reduce"),
+    ("input.resize_short", 32, "input.resize_short"),
+    ("optimizer.halve_at_epochs", (5, 3), "optimizer.halve_at_epochs"),
+    ("eval.single_scale", 9, "eval.single_scale"),
+    ("eval.multi_scales", (0, 7), "eval.multi_scales"),
+    ("model.dropout_rate", 1.0, "model.dropout_rate"),
+])
+def test_bad_values_name_their_key(key, value, fragment):
+  config = base_config()
+  section, field = key.split(".")
+  config[section][field] = value
+  with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+    validate_config(config)
+
+
+def test_unknown_key_added_in_code_is_rejected():
+  config = base_config()
+  config.model.unlock()
+  config.model.depth = 3
+  with pytest.raises(ConfigError, match=r"model\.depth"):
+    validate_config(config)
