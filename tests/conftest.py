@@ -2,5 +2,21 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding `digits_in_scenes/classification`, generated once per test session
+  through the public API (load_source prepares our builder on first use)."""
+  from overfeat_jax.config import base_config
+  from overfeat_jax.data import pipeline
+
+  config = base_config()
+  config.dataset.name = "digits_in_scenes/classification"
+  config.dataset.data_dir = str(tmp_path_factory.mktemp("tfds_data"))
+  pipeline.load_source(config.dataset, config.dataset.train_split)
+  return config.dataset.data_dir

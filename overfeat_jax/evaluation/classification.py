@@ -35,11 +35,12 @@ def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None
     raise ConfigError(
         f"config.input.crop_size={config.input.crop_size} but this model's training input (its field "
         f"of view) is {train_size}x{train_size}: set --config.input.crop_size={train_size}")
+  need = model.arch.fine_min_size
   for h, w in config.eval.scales:
-    if min(h, w) < train_size:
+    if min(h, w) < need:
       raise InputSizeError(
-          f"test scale {h}x{w} in config.eval.scales is smaller than the model's field of view "
-          f"({train_size}x{train_size})")
+          f"test scale {h}x{w} in config.eval.scales is too small for this model: the field of view "
+          f"is {train_size}x{train_size} and the fine-stride grid needs at least {need}x{need}")
 
 
 def _row_counts(model: OverFeat, config: ml_collections.ConfigDict, variables: Any,

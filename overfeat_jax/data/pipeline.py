@@ -1,0 +1,401 @@
+"""Input pipeline: TFDS array_record sources read through grain (DESIGN "Data").
+
+- `load_source`: the random-access `tfds.data_source` of one split (our builders are generated on
+  first use; external datasets must have been prepared with `tfds build ... --file_format=array_record`).
+- `train_loader`: an infinite, deterministically shuffled, per-host sharded stream of augmented
+  classification batches (SPEC A3) over a `grain.DataLoader`, with checkpointable iterator state.
+- `eval_loader`: the eval split in a fixed order, each image resized to cover the "canvas" (the largest
+  test scale, SPEC A4) and centre-cropped; the last batch padded and masked.
+
+Workers: `config.input.num_workers > 0` runs the transforms in grain worker processes. Python starts
+those by re-importing the main module, so a script that builds a loader with workers must guard its
+entry point with `if __name__ == "__main__":`. Results do not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+from absl import flags
+
+from overfeat_jax.data import transforms
+from overfeat_jax.data.registry import DatasetSpec, get_dataset_spec
+# Part of this module's API (defined with the other per-example transforms).
+from overfeat_jax.data.transforms import NO_LABEL, PAD_LABEL, decode_example, pad_boxes  # noqa: F401
+from overfeat_jax.errors import ConfigError, DataError
+
+_MAX_READ_THREADS = 16  # grain's default reader thread count.
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources.
+
+def _load_local(spec: DatasetSpec, dataset_cfg: ml_collections.ConfigDict, split: str) -> Any:
+  """Our own builder: generated into the data dir on first use when dataset_cfg.prepare."""
+  from overfeat_jax.data.builders import digits_in_scenes  # Registers the builder with TFDS.
+
+  config_name = spec.name.split("/", 1)[1]
+  if dataset_cfg.prepare:
+    builder = digits_in_scenes.prepare(config_name, dataset_cfg.data_dir)
+  else:
+    builder = digits_in_scenes.DigitsInScenes(config=config_name, data_dir=dataset_cfg.data_dir or None)
+    if not builder.is_prepared():
+      raise DataError(
+          f"dataset {spec.name} is not prepared in {builder.data_dir}; set config.dataset.prepare=True "
+          "to generate it (locally, no download)")
+  try:
+    return builder.as_data_source(split=split)
+  except (ValueError, KeyError) as e:
+    raise DataError(f"dataset {spec.name} has no split {split!r} ({e})") from e
+
+
+def _load_external(spec: DatasetSpec, dataset_cfg: ml_collections.ConfigDict, split: str) -> Any:
+  """A TFDS dataset prepared by the user. Never downloads or builds anything.
+
+  Prepared files are read by a builder restored from them (no dataset code, so builders whose code
+  needs TensorFlow still load); without files, the code builder is tried (this is also the path
+  `tfds.testing.mock_data` patches), and its failure means "not prepared".
+  """
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core import read_only_builder, registered
+
+  data_dir = dataset_cfg.data_dir or None
+  not_prepared = (
+      f"dataset {spec.name} is not prepared as array_record files in "
+      f"{dataset_cfg.data_dir or 'the default TFDS data dir'}; prepare it (it needs the download or "
+      f"manual files TFDS documents for {spec.name}) with:\n  {spec.build_command(dataset_cfg.data_dir)}")
+  try:
+    builder = read_only_builder.builder_from_files(spec.name, data_dir=data_dir)
+  except registered.DatasetNotFoundError:
+    try:
+      builder = tfds.builder(spec.name, data_dir=data_dir)
+    except (registered.DatasetNotFoundError, ImportError) as e:
+      raise DataError(f"{not_prepared}\n({e})") from e
+  try:
+    return builder.as_data_source(split=split)
+  except (ValueError, KeyError, NotImplementedError, FileNotFoundError, AssertionError) as e:
+    # TFDS's own message is only informative when something is there (e.g. tfrecord files).
+    detail = f"\n(split {split!r}: {e})" if builder.is_prepared() else ""
+    raise DataError(not_prepared + detail) from e
+
+
+def load_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> Any:
+  """The random-access source (`tfds.data_source`) of one split of config.dataset.name.
+
+  Args:
+    dataset_cfg: config.dataset (name, data_dir, num_classes, prepare).
+    split: a TFDS split ("train", "test", "train[:10%]", ...).
+  Returns:
+    A sequence of records (dicts of numpy arrays) with `len()` and `[i]`.
+  Raises:
+    DataError: unknown dataset; external dataset not prepared (the message gives the `tfds build`
+      command); our dataset missing with prepare=False; unknown split; num_classes mismatch.
+  """
+  spec = get_dataset_spec(dataset_cfg.name)
+  if dataset_cfg.num_classes != spec.num_classes:
+    raise DataError(
+        f"config.dataset.num_classes={dataset_cfg.num_classes} but {spec.name} has "
+        f"{spec.num_classes} classes")
+  if spec.local:
+    source = _load_local(spec, dataset_cfg, split)
+  else:
+    source = _load_external(spec, dataset_cfg, split)
+  _check_classes(spec, source)
+  return source
+
+
+def _check_classes(spec: DatasetSpec, source: Any) -> None:
+  """The class count the data itself declares must match the registry."""
+  features = getattr(getattr(source, "dataset_info", None), "features", None)
+  if features is None:
+    return
+  key = spec.label_key or spec.box_labels_key
+  if key is None:
+    return
+  feature = features
+  for part in key.split("/"):
+    feature = feature[part]
+  feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) -> ClassLabel.
+  declared = getattr(feature, "num_classes", None)
+  if declared is not None and declared != spec.num_classes:
+    raise DataError(f"{spec.name}: feature {key!r} has {declared} classes, expected {spec.num_classes}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Config checks and sizes.
+
+def host_batch_size(global_batch: int, process_count: int, key: str) -> int:
+  """global_batch / process_count; ConfigError naming `key` unless it divides evenly."""
+  if global_batch <= 0 or global_batch % process_count:
+    raise ConfigError(
+        f"config.{key}={global_batch} must be a positive multiple of the process count "
+        f"({process_count})")
+  return global_batch // process_count
+
+
+def train_steps_per_epoch(config: ml_collections.ConfigDict, num_records: int) -> int:
+  """Optimizer steps per epoch: num_records // config.input.batch_size (the remainder is skipped)."""
+  return num_records // config.input.batch_size
+
+
+def canvas_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(Hc, Wc) = (max H, max W) over config.eval.scales: every eval image is delivered at this size."""
+  scales = tuple(tuple(s) for s in config.eval.scales)
+  if not scales or any(len(s) != 2 or min(s) <= 0 for s in scales):
+    raise ConfigError(f"config.eval.scales must be non-empty (H, W) pairs, got {config.eval.scales}")
+  return max(h for h, _ in scales), max(w for _, w in scales)
+
+
+def _check_input(config: ml_collections.ConfigDict) -> None:
+  inp = config.input
+  if inp.crop_size <= 0 or inp.resize_short < inp.crop_size:
+    raise ConfigError(
+        f"config.input.crop_size={inp.crop_size} must be positive and at most "
+        f"config.input.resize_short={inp.resize_short}")
+  if len(inp.mean) != 3 or len(inp.std) != 3 or min(inp.std) <= 0:
+    raise ConfigError(f"config.input.mean/std need 3 values (std > 0), got {inp.mean} / {inp.std}")
+  if inp.num_workers < 0 or inp.prefetch < 0:
+    raise ConfigError("config.input.num_workers and config.input.prefetch must be >= 0")
+  if not 0 <= config.seed < 2**32:
+    raise ConfigError(f"config.seed={config.seed} must be in [0, 2**32) (grain's shuffle seed)")
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ConfigError(f"process_index={process_index} must be in [0, process_count={process_count})")
+
+
+def _prepare_workers(num_workers: int) -> None:
+  """grain's worker processes read absl flags (with defaults); outside an absl app (notebooks,
+  tests) nobody has parsed them, so mark them parsed, as `absl.app.run` would have done."""
+  if num_workers > 0 and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _read_options(buffer: int) -> grain.ReadOptions:
+  """Reader threads and a read-ahead of `buffer` records (0 = read synchronously)."""
+  return grain.ReadOptions(num_threads=min(_MAX_READ_THREADS, buffer), prefetch_buffer_size=buffer)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+
+class TrainIterator:
+  """Host-local training batches; checkpointable like the `grain.DataLoaderIterator` it wraps.
+
+  The wrapped iterator yields single augmented examples in the sampler's global order (grain keeps
+  that order for any worker count); batches are stacked here, in the main process, so they are
+  identical for any config.input.num_workers. `get_state()` is taken between batches, so a restored
+  iterator continues with the next batch. (A state restores only into a loader with the same
+  num_workers: grain checks it.)
+  """
+
+  def __init__(self, examples: grain.DataLoaderIterator, batch_size: int,
+               mean: tuple[float, ...], std: tuple[float, ...]):
+    self._examples = examples
+    self._batch_size = batch_size
+    self._mean = mean
+    self._std = std
+
+  def __iter__(self) -> TrainIterator:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    """{"image": [B_host, S, S, 3] float32 normalised, "label": [B_host] int32}."""
+    examples = [next(self._examples) for _ in range(self._batch_size)]
+    images = np.stack([e["image"] for e in examples])  # [B, S, S, 3] uint8
+    labels = np.array([e["label"] for e in examples], np.int32)
+    return {"image": transforms.normalize(images, self._mean, self._std), "label": labels}
+
+  def get_state(self) -> bytes:
+    """The position in the stream (grain's JSON bytes; `grain.checkpoint.CheckpointHandler` saves it)."""
+    return self._examples.get_state()
+
+  def set_state(self, state: bytes) -> None:
+    """Continues from a position taken by `get_state()` (of any iterator of an equal loader)."""
+    self._examples.set_state(state)
+
+  def start_prefetch(self) -> None:
+    """Starts reading ahead now (grain's checkpoint handler calls this after restoring)."""
+    self._examples.start_prefetch()
+
+  def close(self) -> None:
+    """Stops reader threads and worker processes now rather than at garbage collection (which, at
+    interpreter exit, comes too late for grain's workers to shut down quietly)."""
+    inner = getattr(self._examples, "_iterator", None)  # grain.DataLoaderIterator has no close().
+    if inner is not None:
+      inner.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoader:
+  """An infinite training stream; each `iter()` starts a fresh `TrainIterator` at step 0.
+
+  Attributes:
+    examples: the grain.DataLoader of single augmented examples (uint8 images).
+    batch_size: B_host.
+    mean, std: per-channel normalisation.
+    num_records: records in this host's shard (each epoch visits each once).
+  """
+
+  examples: grain.DataLoader
+  batch_size: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  num_records: int
+
+  def __iter__(self) -> TrainIterator:
+    return TrainIterator(iter(self.examples), self.batch_size, self.mean, self.std)
+
+
+def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
+                 process_count: int = 1) -> TrainLoader:
+  """The infinite training stream of this host (SPEC A3).
+
+  `iter(loader)` gives a `TrainIterator` (`get_state()` / `set_state()` for checkpoints) of batches
+  {"image": [B_host, S, S, 3] float32 normalised ((x / 255 - mean) / std), "label": [B_host] int32},
+  S = config.input.crop_size, B_host = config.input.batch_size / process_count. Each epoch is a
+  fresh shuffle (from config.seed) of this host's shard: a disjoint 1/process_count of the records
+  (the remainder is dropped so every host has as many). Augmentation draws from grain's per-record
+  RNG, a function of config.seed and the record's position in the stream only.
+
+  Raises:
+    ConfigError: bad input config, or a batch size not divisible by process_count.
+    DataError: see `load_source`; or a dataset without image-level labels.
+  """
+  _check_process(process_index, process_count)
+  _check_input(config)
+  _prepare_workers(config.input.num_workers)
+  spec = get_dataset_spec(config.dataset.name)
+  if spec.label_key is None:
+    raise DataError(
+        f"train_loader makes classification batches, but {spec.name} has no image-level label")
+  batch = host_batch_size(config.input.batch_size, process_count, "input.batch_size")
+  source = load_source(config.dataset, config.dataset.train_split)
+  if len(source) < process_count:
+    raise DataError(f"{spec.name} split {config.dataset.train_split!r} has {len(source)} records, "
+                    f"fewer than the {process_count} processes")
+  shard = grain.sharding.ShardOptions(
+      shard_index=process_index, shard_count=process_count, drop_remainder=True)
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=config.seed)
+  inp = config.input
+  augment = transforms.TrainTransform(
+      spec=spec, resize_short=inp.resize_short, crop_size=inp.crop_size,
+      random_flip=bool(inp.random_flip))
+  read_ahead = inp.prefetch * batch  # Examples.
+  examples = grain.DataLoader(
+      data_source=source,
+      sampler=sampler,
+      operations=[augment],
+      worker_count=inp.num_workers,
+      worker_buffer_size=max(1, math.ceil(read_ahead / max(1, inp.num_workers))),
+      shard_options=shard,
+      read_options=_read_options(read_ahead),
+  )
+  return TrainLoader(examples=examples, batch_size=batch, mean=tuple(inp.mean), std=tuple(inp.std),
+                     num_records=len(source) // process_count)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+@dataclasses.dataclass(frozen=True)
+class EvalLoader:
+  """The eval batches of one host; iterable any number of times (same batches each time).
+
+  Each batch: {"image": [B_host, Hc, Wc, 3] float32 normalised (zeros where not valid),
+  "label": [B_host] int32, "valid": [B_host] bool} and, for datasets with boxes, "boxes"
+  [B_host, M, 4] float32 canvas pixels, "box_labels" [B_host, M] int32, "box_valid" [B_host, M] bool.
+  Global batch b holds examples b * B .. b * B + B - 1 (B = config.input.eval_batch_size); host p
+  gets its slice p * B_host .. (p + 1) * B_host - 1 of it.
+
+  Attributes:
+    dataset: the grain MapDataset of batches.
+    num_examples: real examples over all hosts (padding excluded).
+    num_batches: batches per host (the same on every host).
+    batch_size: B_host.
+    canvas: (Hc, Wc).
+    read_options, num_workers: how iteration reads (threads, worker processes).
+  """
+
+  dataset: grain.MapDataset
+  num_examples: int
+  num_batches: int
+  batch_size: int
+  canvas: tuple[int, int]
+  read_options: grain.ReadOptions
+  num_workers: int
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    ds = self.dataset.to_iter_dataset(self.read_options)
+    if self.num_workers > 0:
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+    return iter(ds)
+
+
+def _eval_count(config: ml_collections.ConfigDict, num_records: int) -> int:
+  n = config.eval.num_examples
+  return num_records if n <= 0 else min(n, num_records)
+
+
+def num_eval_examples(config: ml_collections.ConfigDict) -> int:
+  """Examples evaluated: the eval split's size, or the first config.eval.num_examples if > 0."""
+  return _eval_count(config, len(load_source(config.dataset, config.dataset.eval_split)))
+
+
+def eval_order(num_examples: int, global_batch: int, process_index: int, process_count: int
+               ) -> tuple[int, ...]:
+  """Source index of each slot of this host's batches; PAD_INDEX past the end (see EvalLoader)."""
+  host_batch = global_batch // process_count
+  num_batches = math.ceil(num_examples / global_batch)
+  order = []
+  for b in range(num_batches):
+    start = b * global_batch + process_index * host_batch
+    slots = range(start, start + host_batch)
+    order.extend(i if i < num_examples else transforms.PAD_INDEX for i in slots)
+  return tuple(order)
+
+
+def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
+                process_count: int = 1) -> EvalLoader:
+  """The eval split of config.dataset, in a fixed order, on the canvas (see EvalLoader, SPEC A4).
+
+  Each image is resized (aspect kept) by max(Hc / H, Wc / W) so that it covers the canvas
+  (Hc, Wc) = canvas_size(config), and centre-cropped to it; the evaluator derives every test scale
+  and the centre / 10-view crops from the canvas on device.
+
+  Raises:
+    ConfigError: bad eval scales or eval batch size. DataError: see `load_source`.
+  """
+  _check_process(process_index, process_count)
+  _check_input(config)
+  _prepare_workers(config.input.num_workers)
+  canvas = canvas_size(config)
+  global_batch = config.input.eval_batch_size
+  batch = host_batch_size(global_batch, process_count, "input.eval_batch_size")
+  spec = get_dataset_spec(config.dataset.name)
+  source = load_source(config.dataset, config.dataset.eval_split)
+  n = _eval_count(config, len(source))
+  if n == 0:
+    raise DataError(f"{spec.name} split {config.dataset.eval_split!r} is empty")
+  order = eval_order(n, global_batch, process_index, process_count)
+  dataset = (
+      grain.MapDataset.source(transforms.EvalRecords(source=source, indices=order))
+      .map(transforms.EvalTransform(spec=spec, canvas=canvas, max_boxes=config.input.max_boxes))
+      .batch(batch, drop_remainder=False)
+      .map(transforms.NormalizeBatch(mean=tuple(config.input.mean), std=tuple(config.input.std)))
+  )
+  return EvalLoader(
+      dataset=dataset, num_examples=n, num_batches=len(order) // batch, batch_size=batch,
+      canvas=canvas, read_options=_read_options(config.input.prefetch * batch),
+      num_workers=config.input.num_workers)

@@ -1,0 +1,286 @@
+"""Per-example transforms of the input pipeline: decode, box conversion, resize/crop/flip, padding.
+
+All numpy (plus PIL for resampling); the grain transform classes at the bottom wrap them. Boxes leave
+this module as (x1, y1, x2, y2) float32 pixels of the image they belong to (DESIGN "Conventions").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+from PIL import Image
+
+from overfeat_jax.data.registry import DatasetSpec
+from overfeat_jax.errors import DataError
+
+NO_LABEL = -1  # `label` of an example whose dataset has no image-level class (detection datasets).
+PAD_LABEL = -1  # Class of a padding slot in `box_labels` (its `valid`/`box_valid` entry is False).
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding.
+
+def _feature(record: Mapping[str, Any], key: str) -> Any:
+  """`record[key]` where key is a TFDS feature path ("objects/bbox" -> record["objects"]["bbox"])."""
+  if key in record:  # Flat keys that contain "/" (e.g. "image/filename").
+    return record[key]
+  value = record
+  for part in key.split("/"):
+    if not isinstance(value, Mapping) or part not in value:
+      raise DataError(f"example has no feature {key!r}; it has {sorted(record)}")
+    value = value[part]
+  return value
+
+
+def _rgb(image: Any) -> np.ndarray:
+  """[H, W], [H, W, 1], [H, W, 3] or [H, W, 4] uint8 -> [H, W, 3] uint8 (grey repeated, alpha dropped)."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise DataError(f"expected a uint8 image, got {image.dtype} with shape {image.shape}")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise DataError(f"expected an image [H, W, 1|3|4], got shape {image.shape}")
+  if image.shape[-1] == 1:
+    return np.repeat(image, 3, axis=-1)
+  return image[..., :3]
+
+
+def tfds_boxes_to_pixels(bboxes: Any, height: int, width: int) -> np.ndarray:
+  """TFDS boxes -> our boxes, the one place this conversion happens.
+
+  Args:
+    bboxes: normalised (ymin, xmin, ymax, xmax) as a list of (4,) arrays (our builders through
+      `tfds.data_source`), a stacked [N, 4] array (`tfds.testing.mock_data`) or an empty list.
+    height, width: size of the image the boxes belong to.
+  Returns:
+    [N, 4] float32 (x1, y1, x2, y2) in pixels, repaired and clipped: each coordinate pair is sorted
+    (mock data can hold ymin > ymax; a real dataset never does, so sorting only ever fixes such
+    swapped pairs) and then clipped to [0, width] x [0, height]. Boxes may have zero width or height.
+  """
+  yxyx = np.asarray(bboxes, np.float32).reshape(-1, 4)  # [N, 4]
+  ys = np.sort(yxyx[:, 0::2], axis=1) * height  # [N, 2] (ymin, ymax)
+  xs = np.sort(yxyx[:, 1::2], axis=1) * width  # [N, 2] (xmin, xmax)
+  boxes = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)
+  return np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32)).astype(np.float32)
+
+
+def decode_example(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np.ndarray]:
+  """One TFDS record (as `tfds.data_source` returns it) -> our example.
+
+  Returns:
+    image: [H, W, 3] uint8.
+    label: [] int32, the image-level class, or NO_LABEL when the dataset has none.
+    boxes: [N, 4] float32 (x1, y1, x2, y2) pixels (see `tfds_boxes_to_pixels`); N = 0 without boxes.
+    box_labels: [N] int32, the class of each box.
+  Raises:
+    DataError: a feature is missing or malformed.
+  """
+  image = _rgb(_feature(record, spec.image_key))
+  height, width = image.shape[:2]
+  label = NO_LABEL if spec.label_key is None else int(np.asarray(_feature(record, spec.label_key)))
+  if spec.boxes_key is None:
+    boxes = np.zeros((0, 4), np.float32)
+    box_labels = np.zeros((0,), np.int32)
+  else:
+    boxes = tfds_boxes_to_pixels(_feature(record, spec.boxes_key), height, width)
+    box_labels = np.asarray(_feature(record, spec.box_labels_key), np.int32).reshape(-1)
+    # TFDS stores a Sequence of dicts as equal-length columns, so only `tfds.testing.mock_data`
+    # (which draws each column's length independently) can disagree: keep the pairs it has.
+    n = min(len(boxes), len(box_labels))
+    boxes, box_labels = boxes[:n], box_labels[:n]
+  return {"image": image, "label": np.int32(label), "boxes": boxes, "box_labels": box_labels}
+
+
+def pad_boxes(boxes: np.ndarray, labels: np.ndarray, max_boxes: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Pads ground truth to a fixed count (static shapes inside jit, DESIGN "Conventions").
+
+  When there are more than `max_boxes` boxes, the `max_boxes` LARGEST (by area; ties: the earlier
+  one) are kept, in their original order, so that the objects easiest to see survive truncation
+  (COCO has images with ~90 objects; config.input.max_boxes sets the budget).
+
+  Args:
+    boxes: [N, 4] float32 (x1, y1, x2, y2).
+    labels: [N] int.
+    max_boxes: M.
+  Returns:
+    boxes [M, 4] float32 (zeros in padding), labels [M] int32 (PAD_LABEL in padding),
+    valid [M] bool.
+  """
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  labels = np.asarray(labels, np.int32).reshape(-1)
+  if len(boxes) > max_boxes:
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = np.sort(np.argsort(-area, kind="stable")[:max_boxes])
+    boxes, labels = boxes[keep], labels[keep]
+  n = len(boxes)
+  out_boxes = np.zeros((max_boxes, 4), np.float32)
+  out_labels = np.full((max_boxes,), PAD_LABEL, np.int32)
+  out_boxes[:n], out_labels[:n] = boxes, labels
+  return out_boxes, out_labels, np.arange(max_boxes) < n
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry: every resize below is "resize the whole image to (rh, rw), then cut (top, left, oh, ow)".
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+  """A resize to (resized_h, resized_w) followed by a crop of (out_h, out_w) at (top, left)."""
+
+  resized_h: int
+  resized_w: int
+  top: int
+  left: int
+  out_h: int
+  out_w: int
+
+
+def train_crop(height: int, width: int, resize_short: int, crop_size: int,
+               rng: np.random.Generator) -> Crop:
+  """SPEC A3: short side -> resize_short (aspect kept), then a random crop_size x crop_size crop."""
+  scale = resize_short / min(height, width)
+  rh = max(crop_size, round(height * scale))
+  rw = max(crop_size, round(width * scale))
+  top = int(rng.integers(0, rh - crop_size + 1))
+  left = int(rng.integers(0, rw - crop_size + 1))
+  return Crop(rh, rw, top, left, crop_size, crop_size)
+
+
+def cover_crop(height: int, width: int, canvas: tuple[int, int]) -> Crop:
+  """Resize (aspect kept) by max(Hc / H, Wc / W) so the image covers the canvas; crop its centre."""
+  ch, cw = canvas
+  scale = max(ch / height, cw / width)
+  rh = max(ch, round(height * scale))
+  rw = max(cw, round(width * scale))
+  return Crop(rh, rw, (rh - ch) // 2, (rw - cw) // 2, ch, cw)
+
+
+def apply_crop(image: np.ndarray, crop: Crop) -> np.ndarray:
+  """[H, W, 3] uint8 -> [out_h, out_w, 3] uint8 (bilinear, antialiased when shrinking).
+
+  One PIL resample of the source region that maps onto the crop: the same pixels as resizing the
+  whole image and then cropping, at the cost of the crop only.
+  """
+  h, w = image.shape[:2]
+  sy, sx = crop.resized_h / h, crop.resized_w / w
+  box = (crop.left / sx, crop.top / sy,
+         min(w, (crop.left + crop.out_w) / sx), min(h, (crop.top + crop.out_h) / sy))
+  out = Image.fromarray(image).resize((crop.out_w, crop.out_h), Image.Resampling.BILINEAR, box=box)
+  return np.asarray(out)
+
+
+def crop_boxes(boxes: np.ndarray, height: int, width: int, crop: Crop) -> tuple[np.ndarray, np.ndarray]:
+  """Maps [N, 4] pixel boxes of an (height, width) image through `crop`.
+
+  Returns:
+    boxes [N, 4] float32 clipped to the crop, and nonempty [N] bool (False for boxes the crop cut
+    away entirely).
+  """
+  scale = np.array([crop.resized_w / width, crop.resized_h / height] * 2, np.float32)
+  shift = np.array([crop.left, crop.top] * 2, np.float32)
+  limit = np.array([crop.out_w, crop.out_h] * 2, np.float32)
+  out = np.clip(boxes * scale - shift, 0.0, limit).astype(np.float32)
+  return out, (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+
+
+def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """uint8 [..., 3] -> float32 (x / 255 - mean) / std, per channel."""
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  return (images.astype(np.float32) * np.float32(1 / 255) - mean) / std
+
+
+# ----------------------------------------------------------------------------------------------
+# grain transforms (module-level dataclasses so that worker processes can unpickle them).
+
+@dataclasses.dataclass(frozen=True)
+class TrainTransform(grain.transforms.RandomMap):
+  """Record -> {"image": [S, S, 3] uint8, "label": [] int32} (SPEC A3), randomness from grain's
+  per-record RNG (a function of the seed and the record's global position: worker count is moot)."""
+
+  spec: DatasetSpec
+  resize_short: int
+  crop_size: int
+  random_flip: bool
+
+  def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    example = decode_example(element, self.spec)
+    h, w = example["image"].shape[:2]
+    image = apply_crop(example["image"], train_crop(h, w, self.resize_short, self.crop_size, rng))
+    if self.random_flip and rng.random() < 0.5:
+      image = image[:, ::-1]
+    return {"image": np.ascontiguousarray(image), "label": example["label"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeBatch(grain.transforms.Map):
+  """Batch {"image": [B, ...] uint8, ...} -> the same with normalised float32 images; padded examples
+  (a `valid` entry False) become exact zeros."""
+
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    images = normalize(element["image"], self.mean, self.std)
+    if "valid" in element:
+      images *= element["valid"][:, None, None, None]
+    return {**element, "image": images}
+
+
+PADDING = None  # The record of a slot of the eval order past the last example.
+PAD_INDEX = -1  # EvalRecords.indices entry of such a slot.
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRecords:
+  """Random-access source of the eval order: position i -> (record, True), or (PADDING, False)."""
+
+  source: Any
+  indices: tuple[int, ...]  # Source index per position; PAD_INDEX for padding.
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, position: int) -> tuple[Any, bool]:
+    index = self.indices[position]
+    return (PADDING, False) if index == PAD_INDEX else (self.source[index], True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform(grain.transforms.Map):
+  """(record, valid) -> the eval example on the canvas (cover resize + centre crop).
+
+  Returns image [Hc, Wc, 3] uint8 (zeros for padding), label [] int32 (0 for padding), valid [] bool,
+  and, when the dataset has boxes, boxes [M, 4] float32 canvas pixels, box_labels [M] int32 and
+  box_valid [M] bool (M = max_boxes; boxes the crop cuts away are not valid).
+  """
+
+  spec: DatasetSpec
+  canvas: tuple[int, int]
+  max_boxes: int
+
+  def map(self, element: tuple[Any, bool]) -> dict[str, np.ndarray]:
+    record, valid = element
+    ch, cw = self.canvas
+    if record is PADDING:
+      out = {"image": np.zeros((ch, cw, 3), np.uint8), "label": np.int32(0), "valid": np.bool_(False)}
+      if self.spec.has_boxes:
+        boxes, labels, box_valid = pad_boxes(np.zeros((0, 4)), np.zeros((0,)), self.max_boxes)
+        out.update(boxes=boxes, box_labels=labels, box_valid=box_valid)
+      return out
+    example = decode_example(record, self.spec)
+    h, w = example["image"].shape[:2]
+    crop = cover_crop(h, w, self.canvas)
+    out = {"image": apply_crop(example["image"], crop), "label": example["label"],
+           "valid": np.bool_(valid)}
+    if self.spec.has_boxes:
+      boxes, nonempty = crop_boxes(example["boxes"], h, w, crop)
+      boxes, labels, box_valid = pad_boxes(boxes[nonempty], example["box_labels"][nonempty],
+                                           self.max_boxes)
+      out.update(boxes=boxes, box_labels=labels, box_valid=box_valid)
+    return out

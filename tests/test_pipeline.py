@@ -1,0 +1,403 @@
+"""The input pipeline (DESIGN "Data", SPEC A3/A4): registry, decoding, boxes, train and eval loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from overfeat_jax.config import base_config
+from overfeat_jax.data import pipeline, transforms
+from overfeat_jax.data.registry import DATASETS, get_dataset_spec
+from overfeat_jax.errors import ConfigError, DataError
+
+MEAN = np.array(base_config().input.mean, np.float32)
+STD = np.array(base_config().input.std, np.float32)
+
+
+class IndexImages:
+  """A fake source: record i is a constant image of a varying size whose pixels encode i
+  (R = i // 256, G = i % 256, B = 200), label i % 10. Resizing, cropping and flipping keep a
+  constant image constant, so every batch tells exactly which records it holds."""
+
+  def __init__(self, n: int):
+    self.n = n
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> dict:
+    image = np.empty((40 + i % 17, 30 + (7 * i) % 41, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = i // 256, i % 256, 200
+    return {"image": image, "label": np.int64(i % 10)}
+
+  def __repr__(self) -> str:  # grain validates restored states against repr(source).
+    return f"IndexImages({self.n})"
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+  """Undo the normalisation: [B, H, W, 3] float32 -> uint8-valued float32."""
+  return (images * STD + MEAN) * 255.0
+
+
+def _indices(batch: dict) -> np.ndarray:
+  """Record indices of an IndexImages batch (read from each image's top-left pixel)."""
+  px = np.round(_pixels(batch["image"][:, 0, 0]))
+  return (px[:, 0] * 256 + px[:, 1]).astype(int)
+
+
+@pytest.fixture
+def fake_config(monkeypatch):
+  """A config whose source (any split) is IndexImages(n); returns a factory of configs."""
+  def make(n: int = 200, **input_overrides):
+    monkeypatch.setattr(pipeline, "load_source", lambda dataset_cfg, split: IndexImages(n))
+    config = base_config()
+    config.dataset.name = "imagenet2012"
+    config.dataset.num_classes = 1000
+    config.input.batch_size = 8
+    config.input.eval_batch_size = 4
+    for key, value in input_overrides.items():
+      config.input[key] = value
+    return config
+  return make
+
+
+def _digits_config(data_dir: str, batch_size: int = 8):
+  config = base_config()
+  config.dataset.data_dir = data_dir
+  config.input.batch_size = batch_size
+  config.input.eval_batch_size = batch_size
+  return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and sources.
+
+def test_registry_knows_the_datasets():
+  assert set(DATASETS) == {"digits_in_scenes/classification", "digits_in_scenes/detection",
+                           "imagenet2012", "voc/2007", "voc/2012", "coco/2017"}
+  assert get_dataset_spec("imagenet2012").num_classes == 1000
+  assert get_dataset_spec("coco/2017").num_classes == 80
+  assert get_dataset_spec("voc/2007").label_key is None
+  assert get_dataset_spec("digits_in_scenes/classification").local
+  with pytest.raises(DataError, match=r"unknown dataset 'mnist'.*imagenet2012.*voc/2007"):
+    get_dataset_spec("mnist")
+
+
+def test_load_source_errors(tmp_path):
+  config = base_config()
+  config.dataset.data_dir = str(tmp_path)
+  config.dataset.name = "not_a_dataset"
+  with pytest.raises(DataError, match="unknown dataset 'not_a_dataset'"):
+    pipeline.load_source(config.dataset, "train")
+  config.dataset.name = "digits_in_scenes/classification"
+  config.dataset.num_classes = 11
+  with pytest.raises(DataError, match="num_classes=11"):
+    pipeline.load_source(config.dataset, "train")
+  config.dataset.num_classes = 10
+  config.dataset.prepare = False
+  with pytest.raises(DataError, match="not prepared"):
+    pipeline.load_source(config.dataset, "train")
+  config.dataset.name = "imagenet2012"
+  config.dataset.num_classes = 1000
+  with pytest.raises(DataError) as error:
+    pipeline.load_source(config.dataset, "train")
+  assert f"tfds build imagenet2012 --file_format=array_record --data_dir={tmp_path}" in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and boxes.
+
+def test_tfds_boxes_to_pixels_hand_checked():
+  # H = 100, W = 200: (ymin, xmin, ymax, xmax) = (0.1, 0.2, 0.5, 0.6) -> x1 = 40, y1 = 10, x2 = 120,
+  # y2 = 50; the second box lies partly outside the image and is clipped.
+  boxes = transforms.tfds_boxes_to_pixels([[0.1, 0.2, 0.5, 0.6], [-0.1, 0.25, 1.2, 0.5]], 100, 200)
+  np.testing.assert_allclose(boxes, [[40, 10, 120, 50], [50, 0, 100, 100]], atol=1e-4)
+  assert boxes.dtype == np.float32
+
+
+def test_invalid_boxes_are_repaired():
+  # Mock data can swap min and max; sorting each pair repairs it.
+  swapped = transforms.tfds_boxes_to_pixels([[0.5, 0.6, 0.1, 0.2]], 100, 200)
+  np.testing.assert_allclose(swapped, [[40, 10, 120, 50]], atol=1e-4)
+
+
+def test_list_and_stacked_bbox_forms_agree():
+  spec = get_dataset_spec("digits_in_scenes/detection")
+  image = np.zeros((50, 80, 3), np.uint8)
+  yxyx = [np.array([0.2, 0.1, 0.6, 0.5], np.float32), np.array([0.0, 0.5, 1.0, 1.0], np.float32)]
+  as_list = {"image": image, "objects": {"bbox": yxyx, "label": [3, 7]}}
+  stacked = {"image": image, "objects": {"bbox": np.stack(yxyx), "label": np.array([3, 7])}}
+  a, b = pipeline.decode_example(as_list, spec), pipeline.decode_example(stacked, spec)
+  np.testing.assert_array_equal(a["boxes"], b["boxes"])
+  np.testing.assert_allclose(a["boxes"], [[8, 10, 40, 30], [40, 0, 80, 50]], atol=1e-4)
+  np.testing.assert_array_equal(a["box_labels"], [3, 7])
+  assert a["box_labels"].dtype == np.int32 and a["label"] == pipeline.NO_LABEL
+  empty = pipeline.decode_example({"image": image, "objects": {"bbox": [], "label": []}}, spec)
+  assert empty["boxes"].shape == (0, 4) and empty["box_labels"].shape == (0,)
+
+
+def test_decode_grey_image_and_label():
+  spec = get_dataset_spec("imagenet2012")
+  grey = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+  example = pipeline.decode_example({"image": grey, "label": np.int64(7)}, spec)
+  assert example["image"].shape == (3, 4, 3)
+  np.testing.assert_array_equal(example["image"][..., 2], grey[..., 0])
+  assert example["label"] == 7 and example["label"].dtype == np.int32
+  assert example["boxes"].shape == (0, 4)
+  with pytest.raises(DataError, match="no feature 'label'"):
+    pipeline.decode_example({"image": grey}, spec)
+
+
+def test_pad_boxes_pads_and_keeps_the_largest():
+  boxes = np.array([[0, 0, 2, 2], [0, 0, 10, 10], [0, 0, 1, 1], [0, 0, 5, 5]], np.float32)
+  labels = np.array([1, 2, 3, 4])
+  out, out_labels, valid = pipeline.pad_boxes(boxes, labels, 6)
+  np.testing.assert_array_equal(out[:4], boxes)
+  np.testing.assert_array_equal(out[4:], 0)
+  np.testing.assert_array_equal(out_labels, [1, 2, 3, 4, pipeline.PAD_LABEL, pipeline.PAD_LABEL])
+  np.testing.assert_array_equal(valid, [True] * 4 + [False] * 2)
+  # Truncation keeps the 2 largest (areas 100 and 25), in their original order.
+  out, out_labels, valid = pipeline.pad_boxes(boxes, labels, 2)
+  np.testing.assert_array_equal(out, boxes[[1, 3]])
+  np.testing.assert_array_equal(out_labels, [2, 4])
+  assert valid.all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry.
+
+def test_crop_geometry_hand_checked():
+  # Cover: 100 x 50 onto (112, 136): scale max(1.12, 2.72) = 2.72 -> 272 x 136, centre offset 80.
+  assert transforms.cover_crop(100, 50, (112, 136)) == transforms.Crop(272, 136, 80, 0, 112, 136)
+  # Train: short side 100 -> 64 makes 64 x 128; 58-crops start at rows 0..6, columns 0..70.
+  rng = np.random.default_rng(0)
+  crops = [transforms.train_crop(100, 200, 64, 58, rng) for _ in range(400)]
+  assert {(c.resized_h, c.resized_w, c.out_h, c.out_w) for c in crops} == {(64, 128, 58, 58)}
+  assert {c.top for c in crops} == set(range(7))
+  assert min(c.left for c in crops) == 0 and max(c.left for c in crops) == 70
+  # A 20 x 30 image is resized up, never refused.
+  assert transforms.train_crop(20, 30, 64, 58, rng).resized_h == 64
+
+
+def test_apply_crop_equals_resize_then_slice():
+  rng = np.random.default_rng(1)
+  image = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+  for crop in (transforms.cover_crop(90, 70, (112, 136)), transforms.train_crop(90, 70, 64, 58, rng)):
+    full = np.asarray(Image.fromarray(image).resize((crop.resized_w, crop.resized_h),
+                                                    Image.Resampling.BILINEAR))
+    ref = full[crop.top:crop.top + crop.out_h, crop.left:crop.left + crop.out_w]
+    got = transforms.apply_crop(image, crop)
+    assert got.shape == ref.shape
+    assert np.abs(got.astype(int) - ref).max() <= 1  # Rounding of the resampling only.
+
+
+def test_crop_boxes_maps_into_the_canvas():
+  crop = transforms.cover_crop(100, 50, (112, 136))  # scale 2.72, offset (top 80, left 0).
+  boxes, nonempty = transforms.crop_boxes(
+      np.array([[10, 40, 20, 60], [0, 0, 50, 10]], np.float32), 100, 50, crop)
+  np.testing.assert_allclose(boxes[0], [27.2, 28.8, 54.4, 83.2], atol=1e-3)
+  assert nonempty.tolist() == [True, False]  # The second box lies above the centre crop.
+
+
+def test_canvas_size_and_steps_per_epoch():
+  config = base_config()
+  assert pipeline.canvas_size(config) == (112, 136)
+  assert pipeline.train_steps_per_epoch(config, 4000) == 62
+  config.eval.scales = ()
+  with pytest.raises(ConfigError, match="eval.scales"):
+    pipeline.canvas_size(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loader.
+
+def test_train_batches_shapes_normalisation_and_epochs(fake_config):
+  config = fake_config(n=40)
+  loader = pipeline.train_loader(config)
+  iterator = iter(loader)
+  seen = []
+  for _ in range(10):  # Two epochs of 40 records in batches of 8.
+    batch = next(iterator)
+    assert batch["image"].shape == (8, 58, 58, 3) and batch["image"].dtype == np.float32
+    assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
+    # Normalised exactly: undoing (x / 255 - mean) / std gives the constant source pixels.
+    px = _pixels(batch["image"])
+    np.testing.assert_allclose(px, np.round(px), atol=1e-3)
+    np.testing.assert_allclose(px[..., 2], 200.0, atol=1e-3)
+    indices = _indices(batch)
+    np.testing.assert_array_equal(batch["label"], indices % 10)
+    seen.append(indices)
+  first, second = np.concatenate(seen[:5]), np.concatenate(seen[5:])
+  assert sorted(first) == list(range(40)) and sorted(second) == list(range(40))
+  assert not np.array_equal(first, second)  # Each epoch is a new shuffle.
+  assert not np.array_equal(first, np.arange(40))
+
+
+def test_two_hosts_read_disjoint_shards(fake_config):
+  config = fake_config(n=200)
+  per_host = []
+  for process_index in range(2):
+    loader = pipeline.train_loader(config, process_index=process_index, process_count=2)
+    iterator = iter(loader)
+    batches = [next(iterator) for _ in range(25)]  # One epoch: 100 records, batches of 4.
+    assert batches[0]["image"].shape == (4, 58, 58, 3)
+    indices = np.concatenate([_indices(b) for b in batches])
+    assert len(set(indices.tolist())) == 100  # Each record of the shard exactly once.
+    per_host.append(set(indices.tolist()))
+  assert not per_host[0] & per_host[1]
+  assert per_host[0] | per_host[1] == set(range(200))
+  with pytest.raises(ConfigError, match="input.batch_size=8"):
+    pipeline.train_loader(config, process_index=0, process_count=3)
+
+
+def test_train_config_errors(fake_config):
+  config = fake_config(crop_size=70)
+  with pytest.raises(ConfigError, match="crop_size=70"):
+    pipeline.train_loader(config)
+  config = fake_config()
+  config.dataset.name = "voc/2007"
+  config.dataset.num_classes = 20
+  with pytest.raises(DataError, match="no image-level label"):
+    pipeline.train_loader(config)
+
+
+def test_train_seed_determines_the_batches(digits_data_dir):
+  config = _digits_config(digits_data_dir)
+  a = [next(iter(pipeline.train_loader(config))) for _ in range(2)]
+  np.testing.assert_array_equal(a[0]["image"], a[1]["image"])
+  np.testing.assert_array_equal(a[0]["label"], a[1]["label"])
+  config.seed = 1
+  b = next(iter(pipeline.train_loader(config)))
+  assert not np.array_equal(a[0]["image"], b["image"])
+
+
+def test_train_iterator_state_restores(digits_data_dir):
+  config = _digits_config(digits_data_dir)
+  iterator = iter(pipeline.train_loader(config))
+  for _ in range(3):
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(2)]
+  restored = iter(pipeline.train_loader(config))  # A fresh loader, as after a restart.
+  restored.set_state(state)
+  for want in expected:
+    got = next(restored)
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def test_workers_give_the_same_batches(digits_data_dir):
+  """grain worker processes (started once here: a few seconds) change nothing."""
+  config = _digits_config(digits_data_dir, batch_size=4)
+  reference = iter(pipeline.train_loader(config))
+  want = [next(reference) for _ in range(3)]
+  config.input.num_workers = 1
+  iterator = iter(pipeline.train_loader(config))
+  try:
+    for w in want:
+      got = next(iterator)
+      np.testing.assert_array_equal(got["image"], w["image"])
+      np.testing.assert_array_equal(got["label"], w["label"])
+  finally:
+    iterator.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Eval loader.
+
+def test_eval_order_padding_and_mask(fake_config):
+  config = fake_config(n=50)
+  config.eval.num_examples = 10
+  loader = pipeline.eval_loader(config)
+  assert loader.num_examples == 10 and len(loader) == 3 and loader.canvas == (112, 136)
+  batches = list(loader)
+  assert len(batches) == 3
+  for batch in batches:
+    assert batch["image"].shape == (4, 112, 136, 3) and batch["image"].dtype == np.float32
+    assert batch["label"].dtype == np.int32 and batch["valid"].dtype == np.bool_
+    assert "boxes" not in batch  # imagenet2012 has no boxes.
+  np.testing.assert_array_equal(np.concatenate([_indices(b) for b in batches[:2]]), np.arange(8))
+  last = batches[2]
+  np.testing.assert_array_equal(last["valid"], [True, True, False, False])
+  np.testing.assert_array_equal(_indices(last)[:2], [8, 9])
+  np.testing.assert_array_equal(last["image"][2:], 0.0)
+  np.testing.assert_array_equal(last["label"], [8, 9, 0, 0])
+  assert list(loader)[1]["label"].tolist() == batches[1]["label"].tolist()  # Re-iterable.
+
+
+def test_eval_two_hosts_split_each_global_batch(fake_config):
+  config = fake_config(n=10)
+  hosts = [list(pipeline.eval_loader(config, process_index=p, process_count=2)) for p in range(2)]
+  assert [len(h) for h in hosts] == [3, 3]  # Same number of batches on every host.
+  order = [(_indices(b), b["valid"]) for h in zip(*hosts) for b in h]  # Global batch by batch.
+  indices = np.concatenate([i for i, _ in order])
+  valid = np.concatenate([v for _, v in order])
+  np.testing.assert_array_equal(indices[valid], np.arange(10))
+  np.testing.assert_array_equal(valid, [True] * 10 + [False] * 2)
+
+
+def test_eval_image_is_the_normalised_cover_crop(digits_data_dir):
+  config = _digits_config(digits_data_dir, batch_size=4)
+  config.eval.num_examples = 4
+  batch = next(iter(pipeline.eval_loader(config)))
+  source = pipeline.load_source(config.dataset, "test")
+  spec = get_dataset_spec(config.dataset.name)
+  for i in range(4):
+    example = pipeline.decode_example(source[i], spec)
+    h, w = example["image"].shape[:2]
+    scale = max(112 / h, 136 / w)  # Independent reference: full resize, then centre slice.
+    rh, rw = max(112, round(h * scale)), max(136, round(w * scale))
+    full = np.asarray(Image.fromarray(example["image"]).resize((rw, rh), Image.Resampling.BILINEAR))
+    top, left = (rh - 112) // 2, (rw - 136) // 2
+    ref = (full[top:top + 112, left:left + 136] / 255.0 - MEAN) / STD
+    assert np.abs(batch["image"][i] - ref).max() <= 1.0 / 255 / STD.min() + 1e-5
+    assert batch["label"][i] == example["label"]
+    # Ground truth mapped into the canvas: the digit's box, scaled and shifted like the image (whose
+    # per-axis scale is that of the rounded resized size).
+    sx, sy = rw / w, rh / h
+    want = np.clip(example["boxes"][0] * [sx, sy, sx, sy] - [left, top, left, top], 0,
+                   [136, 112, 136, 112])
+    assert batch["box_valid"][i, 0] and not batch["box_valid"][i, 1:].any()
+    np.testing.assert_allclose(batch["boxes"][i, 0], want, atol=0.05)
+    assert batch["box_labels"][i, 0] == example["label"]
+
+
+# ---------------------------------------------------------------------------------------------
+# External datasets through tfds.testing.mock_data (no files, no TensorFlow).
+
+def test_imagenet_mock_feeds_both_loaders():
+  config = base_config()
+  config.dataset.name = "imagenet2012"
+  config.dataset.num_classes = 1000
+  config.dataset.eval_split = "validation"
+  config.input.batch_size = 4
+  config.input.eval_batch_size = 4
+  with tfds.testing.mock_data(num_examples=6):
+    batch = next(iter(pipeline.train_loader(config)))
+    assert batch["image"].shape == (4, 58, 58, 3) and batch["label"].shape == (4,)
+    assert ((batch["label"] >= 0) & (batch["label"] < 1000)).all()
+    eval_batches = list(pipeline.eval_loader(config))
+  assert len(eval_batches) == 2
+  assert eval_batches[0]["image"].shape == (4, 112, 136, 3)
+  np.testing.assert_array_equal(eval_batches[1]["valid"], [True, True, False, False])
+
+
+def test_voc_mock_boxes_are_valid_pixels():
+  config = base_config()
+  config.dataset.name = "voc/2007"
+  config.dataset.num_classes = 20
+  config.input.eval_batch_size = 4
+  with tfds.testing.mock_data(num_examples=4):
+    source = pipeline.load_source(config.dataset, "test")
+    spec = get_dataset_spec("voc/2007")
+    for i in range(4):
+      example = pipeline.decode_example(source[i], spec)
+      h, w = example["image"].shape[:2]
+      boxes = example["boxes"]
+      assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+      assert (boxes >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    batch = next(iter(pipeline.eval_loader(config)))
+  assert batch["boxes"].shape == (4, 16, 4) and batch["box_valid"].shape == (4, 16)
+  assert (batch["label"] == pipeline.NO_LABEL).all()
