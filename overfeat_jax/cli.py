@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from overfeat_jax.config import base_config
@@ -67,6 +67,8 @@ def run(main: Callable[[], None]) -> None:
   def _main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
       fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    # orbax and grain log every file operation at INFO; progress lines are ours to print.
+    logging.set_verbosity(logging.WARNING)
     try:
       main()
     except OverfeatError as e:

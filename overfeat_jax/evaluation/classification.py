@@ -18,29 +18,27 @@ import ml_collections
 
 from overfeat_jax.config import validate_config
 from overfeat_jax.data import pipeline
-from overfeat_jax.errors import ConfigError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.evaluation import dense, metrics
 from overfeat_jax.models.overfeat import OverFeat, build_model
-from overfeat_jax.training import checkpoint, mesh as mesh_lib
+from overfeat_jax.training import classification as training
+from overfeat_jax.training import mesh as mesh_lib
 
 
 def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError / InputSizeError before compiling anything when a size cannot work.
 
-  Every test scale must be at least the field of view, and large enough that every pooling offset
-  still leaves one full classifier window (the fine grid's requirement).
+  The centre crop must be the model's training input, and every test scale large enough that every
+  pooling offset still leaves one full classifier window (the fine grid's requirement).
   """
-  train_size = model.arch.train_size
-  if config.input.crop_size != train_size:
-    raise ConfigError(
-        f"config.input.crop_size={config.input.crop_size} but this model's training input (its field "
-        f"of view) is {train_size}x{train_size}: set --config.input.crop_size={train_size}")
+  training.check_input_size(model, config)
   need = model.arch.fine_min_size
   for h, w in config.eval.scales:
     if min(h, w) < need:
       raise InputSizeError(
           f"test scale {h}x{w} in config.eval.scales is too small for this model: the field of view "
-          f"is {train_size}x{train_size} and the fine-stride grid needs at least {need}x{need}")
+          f"is {model.arch.train_size}x{model.arch.train_size} and the fine-stride grid needs at least "
+          f"{need}x{need}")
 
 
 def _row_counts(model: OverFeat, config: ml_collections.ConfigDict, variables: Any,
@@ -101,7 +99,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   check_eval_sizes(model, config)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(config.input.eval_batch_size, mesh, "input.eval_batch_size")
-  params, step = checkpoint.restore_params(workdir, model, config)
+  params, step = training.restore_params(workdir, model, config)
   variables = {"params": params}
 
   step_fn = jax.jit(

@@ -1,0 +1,99 @@
+"""The OverFeat classification task (SPEC A3) for the generic loop, built from the config.
+
+Also the matching restore for evaluation (`restore_params`), so that the signature a checkpoint is
+written with and the one it is checked against come from one function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from overfeat_jax.data import pipeline
+from overfeat_jax.errors import ConfigError
+from overfeat_jax.models.overfeat import OverFeat, build_model
+from overfeat_jax.training import checkpoint as checkpoint_lib
+from overfeat_jax.training import loop, steps
+
+
+# The config.model fields that decide the parameters' shapes (the others: init, dropout, compute dtype).
+ARCHITECTURE_KEYS = ("variant", "width", "stem_kernel", "stem_stride")
+
+
+def model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What a resumed run must match: the whole config.model section and the class count."""
+  return {"model": config.model.to_dict(), "num_classes": config.dataset.num_classes}
+
+
+def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What evaluation must match: the part of `model_signature` that shapes the parameters."""
+  return {"model": {key: config.model[key] for key in ARCHITECTURE_KEYS},
+          "num_classes": config.dataset.num_classes}
+
+
+def check_input_size(model: OverFeat, config: ml_collections.ConfigDict) -> None:
+  """The training crop must be the network's training input size (its field of view, SPEC A2)."""
+  train_size = model.arch.train_size
+  if config.input.crop_size != train_size:
+    raise ConfigError(
+        f"config.input.crop_size={config.input.crop_size} but this model ({config.model.variant}, "
+        f"width {config.model.width}) trains on {train_size}x{train_size} inputs: set "
+        f"--config.input.crop_size={train_size} (and input.resize_short >= it)")
+
+
+def init_params(model: OverFeat, rng: jax.Array) -> Any:
+  """The model's parameters from `rng` (SPEC A3 init as config.model.init says)."""
+  size = model.arch.train_size
+  return model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
+
+
+def params_template(model: OverFeat) -> Any:
+  """The parameters' shapes and dtypes (`jax.ShapeDtypeStruct`s), allocating nothing."""
+  return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
+
+
+def classification_task(config: ml_collections.ConfigDict) -> loop.Task:
+  """OverFeat (config.model) on config.dataset's training split with softmax cross-entropy.
+
+  Raises:
+    ConfigError: a bad model config, or input.crop_size != the model's training size.
+    DataError: the dataset cannot be loaded (see data.pipeline.load_source).
+  """
+  model = build_model(config.model, config.dataset.num_classes)
+  check_input_size(model, config)
+  num_records = len(pipeline.load_source(config.dataset, config.dataset.train_split))
+  steps_per_epoch = pipeline.train_steps_per_epoch(config, num_records)
+  if steps_per_epoch < 1:
+    raise ConfigError(f"config.input.batch_size={config.input.batch_size} is larger than the "
+                      f"{num_records} training records of {config.dataset.name}")
+
+  def apply(params: Any, images: jax.Array, rng: jax.Array) -> jax.Array:
+    return model.apply({"params": params}, images, train=True, rngs={"dropout": rng})  # [B, K]
+
+  def make_loader(process_index: int, process_count: int) -> Any:
+    return pipeline.train_loader(config, process_index=process_index, process_count=process_count)
+
+  return loop.Task(init_params=lambda rng: init_params(model, rng),
+                   loss_fn=steps.classification_loss_fn(apply),
+                   make_loader=make_loader,
+                   steps_per_epoch=steps_per_epoch,
+                   signature=model_signature(config))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> loop.TrainResult:
+  """Trains the classification task of `config` in `workdir` (what train.py runs)."""
+  return loop.train(config, workdir, classification_task(config))
+
+
+def restore_params(workdir: str, model: OverFeat, config: ml_collections.ConfigDict) -> tuple[Any, int]:
+  """(params, step) of the latest checkpoint in `workdir`, checked against `model` and config.model's
+  architecture fields (so a bfloat16 evaluation of a float32-trained run is fine).
+
+  Raises:
+    CheckpointError: no checkpoint, or one written for a different model.
+  """
+  return checkpoint_lib.restore_params(workdir, params_template(model),
+                                       task_signature=architecture_signature(config))

@@ -1,0 +1,245 @@
+"""The generic training loop on a tiny task: outputs, learning, determinism, resume, stop, errors.
+
+One uninterrupted run (module fixture) is the reference: a second run, a resumed run and a run that
+is killed with SIGKILL, then stopped with SIGTERM, in real subprocesses (`tests/tiny_training.py`),
+must all end with its parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tiny_training
+from overfeat_jax.errors import CheckpointError, ConfigError
+from overfeat_jax.training import loop
+from overfeat_jax.training.progress import LossNotFiniteError
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "tiny_training.py")
+STEPS = 36  # 3 epochs of the tiny task; the learning rate is halved from step 12 on
+CHECKPOINT_EVERY = 4
+STEP_DELAY = 0.3  # seconds per step in the subprocesses that get killed: the window between saves
+
+
+def reference_config(max_steps: int = STEPS):
+  return tiny_training.tiny_config(max_steps=max_steps, checkpoint_every=CHECKPOINT_EVERY, log_every=2)
+
+
+def run(config, workdir) -> loop.TrainResult:
+  return loop.train(config, str(workdir), tiny_training.tiny_task(config))
+
+
+def read_metrics(workdir) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_params(actual: dict, expected: dict, exact: bool) -> None:
+  assert actual.keys() == expected.keys()
+  for name in actual:
+    if exact:
+      np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+    else:  # another process: same program, same CPU; allow for nothing but float noise
+      np.testing.assert_allclose(actual[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """(workdir, flat final params) of an uninterrupted STEPS-step run."""
+  workdir = tmp_path_factory.mktemp("reference")
+  result = run(reference_config(), workdir)
+  assert result.step == STEPS and int(result.state.step) == STEPS and result.stopped_by is None
+  return workdir, tiny_training.flat_params(result.state.params)
+
+
+def test_a_run_writes_metrics_config_and_checkpoints(reference):
+  workdir, _ = reference
+  records = read_metrics(workdir)
+  assert [r["step"] for r in records] == list(range(2, STEPS + 1, 2))
+  for r in records:
+    assert set(r) >= {"step", "loss", "accuracy", "learning_rate", "images_per_sec", "elapsed_sec"}
+    assert np.isfinite(r["loss"]) and 0.0 <= r["accuracy"] <= 1.0
+    assert r["learning_rate"] == pytest.approx(0.02 if r["step"] <= 12 else 0.01)
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["train"]["max_steps"] == STEPS and saved["model"]["width"] == 0.125
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["32", "36"]  # keep_checkpoints=2
+
+
+def test_training_lowers_the_loss(reference):
+  records = read_metrics(reference[0])
+  first_epoch = np.mean([r["loss"] for r in records if r["step"] <= 12])
+  last_epoch = np.mean([r["loss"] for r in records if r["step"] > 24])
+  assert last_epoch < 0.75 * first_epoch
+
+
+def test_same_config_same_numbers(tmp_path, reference):
+  result = run(reference_config(), tmp_path)
+  assert_same_params(tiny_training.flat_params(result.state.params), reference[1], exact=True)
+
+
+def test_resume_continues_exactly(tmp_path, reference):
+  # Stop at step 6 (a checkpoint at 4 and at the end, 6), then resume to STEPS across the lr boundary.
+  assert run(reference_config(max_steps=6), tmp_path).step == 6
+  result = run(reference_config(), tmp_path)
+  assert result.step == STEPS
+  assert_same_params(tiny_training.flat_params(result.state.params), reference[1], exact=True)
+  assert [r["step"] for r in read_metrics(tmp_path)] == list(range(2, STEPS + 1, 2))
+  # Already finished: a rerun does nothing and keeps the result.
+  again = run(reference_config(), tmp_path)
+  assert again.step == STEPS
+  assert_same_params(tiny_training.flat_params(again.state.params), reference[1], exact=True)
+
+
+class SignalLoader:
+  """Wraps a loader; its iterator sends `signum` to this very process when batch `at` is read."""
+
+  def __init__(self, loader, at: int, signum: int):
+    self.loader, self.at, self.signum = loader, at, signum
+
+  def __iter__(self):
+    return SignalIterator(iter(self.loader), self.at, self.signum)
+
+
+class SignalIterator(tiny_training.SlowIterator):
+
+  def __init__(self, inner, at: int, signum: int):
+    super().__init__(inner, 0.0)
+    self.at, self.signum, self.count = at, signum, 0
+
+  def __next__(self):
+    self.count += 1
+    if self.count == self.at:
+      os.kill(os.getpid(), self.signum)
+    return next(self.inner)
+
+
+def test_ctrl_c_saves_and_stops_at_the_step_boundary(tmp_path, capsys):
+  config = reference_config(max_steps=10)
+  task = tiny_training.tiny_task(config)
+  make_loader = task.make_loader
+  task = dataclasses.replace(
+      task, make_loader=lambda i, n: SignalLoader(make_loader(i, n), at=3, signum=signal.SIGINT))
+  result = loop.train(config, str(tmp_path), task)
+  assert result.stopped_by == signal.SIGINT and result.step == 3
+  assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  assert "stopped by SIGINT at step 3/10" in capsys.readouterr().out
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_resuming_with_a_different_model_is_refused(tmp_path):
+  run(reference_config(max_steps=2), tmp_path)
+  config = reference_config(max_steps=4)
+  config.model.width = 0.25
+  with pytest.raises(CheckpointError,
+                     match=r"was written for a different model .*model.width: 0.125 \(config.json\) vs 0.25"):
+    run(config, tmp_path)
+  # Without config.json, the checkpoint's own signature refuses it too.
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(CheckpointError, match=r"param_shapes.Dense_0/kernel: \[192, 16\] \(checkpoint\)"):
+    run(config, tmp_path)
+
+
+def test_a_diverging_loss_names_the_step_and_is_not_checkpointed(tmp_path):
+  config = reference_config(max_steps=8)
+  config.train.checkpoint_every = 1
+  config.optimizer.learning_rate = 1e30
+  with pytest.raises(LossNotFiniteError, match=r"training loss is (nan|inf|-inf) at step [2-8] "):
+    run(config, tmp_path)
+  # Step 1's loss is finite (the huge update comes after it); no later, non-finite state is saved.
+  assert sorted(os.listdir(tmp_path / "checkpoints")) in ([], ["1"])
+
+
+def test_config_errors(tmp_path):
+  with pytest.raises(ConfigError, match="nothing to train"):
+    run(tiny_training.tiny_config(max_steps=0, num_epochs=0), tmp_path)
+  with pytest.raises(ConfigError, match="train.log_every must be >= 1"):
+    run(tiny_training.tiny_config(max_steps=2, log_every=0), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes: kill -9 between two checkpoints, restart, SIGTERM, restart.
+
+def start(workdir, *, step_delay: float = 0.0, out: str = "") -> subprocess.Popen:
+  cmd = [sys.executable, SCRIPT, "--workdir", str(workdir), "--max_steps", str(STEPS),
+         "--checkpoint_every", str(CHECKPOINT_EVERY), "--log_every", "2", "--step_delay", str(step_delay)]
+  if out:
+    cmd += ["--out", out]
+  # The three processes compile the same programs: share jax's persistent cache (saves ~2 s each).
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(os.path.dirname(str(workdir)), "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+  deadline = time.time() + timeout
+  while not predicate():
+    if proc.poll() is not None:
+      raise AssertionError(f"the training process ended early:\n{proc.stdout.read()}\n{proc.stderr.read()}")
+    if time.time() > deadline:
+      proc.kill()
+      raise AssertionError("timed out waiting for the training process")
+    time.sleep(0.02)
+
+
+def metric_lines(workdir) -> int:
+  path = workdir / "metrics.jsonl"
+  return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_kill_9_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, reference):
+  workdir = tmp_path / "run"
+  ckpt = workdir / "checkpoints"
+
+  # 1. SIGKILL right after the step-4 checkpoint is committed, before step 8's.
+  proc = start(workdir, step_delay=STEP_DELAY)
+  wait_for(lambda: (ckpt / "4").is_dir(), proc)
+  proc.kill()
+  proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert [p for p in os.listdir(ckpt) if p.isdigit()] == ["4"]
+
+  # 2. Restart; SIGTERM once it has logged a step: it saves where it is and exits with 128 + 15.
+  lines_before = metric_lines(workdir)
+  proc = start(workdir, step_delay=STEP_DELAY)
+  wait_for(lambda: metric_lines(workdir) > lines_before, proc)
+  proc.send_signal(signal.SIGTERM)
+  stdout, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGTERM, stderr
+  assert "Traceback" not in stderr
+  assert f"resuming from step 4/{STEPS}" in stdout
+  assert f"step 6/{STEPS}  loss " in stdout and " img/s  ETA " in stdout
+  stopped = [line for line in stdout.splitlines() if line.startswith("stopped by SIGTERM at step ")]
+  assert len(stopped) == 1, stdout
+  stop_step = int(stopped[0].split("at step ")[1].split("/")[0])
+  assert 6 <= stop_step < STEPS
+  assert str(stop_step) in os.listdir(ckpt)
+
+  # 3. Restart to the end: the same parameters as the uninterrupted run.
+  proc = start(workdir, out=str(tmp_path / "final.npz"))
+  stdout, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 0, stderr
+  assert f"resuming from step {stop_step}/{STEPS}" in stdout
+  final = np.load(tmp_path / "final.npz")
+  assert int(final["step"]) == STEPS
+  # Steps a killed run logged after its last checkpoint were dropped when the next run resumed; the
+  # SIGTERM run logged the step it stopped at.
+  assert [r["step"] for r in read_metrics(workdir)] == sorted(set(range(2, STEPS + 1, 2)) | {stop_step})
+  assert_same_params({name: final[name] for name in final.files if name != "step"}, reference[1],
+                     exact=False)
+
+
+def test_resumed_metrics_drop_steps_past_the_checkpoint(tmp_path):
+  from overfeat_jax.training import progress
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n{"step": 6, "loss": 0.8}\n{"step": 8, "lo')
+  progress.drop_records_after(str(path), 4)  # resuming from the step-4 checkpoint
+  assert path.read_text() == '{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n'
