@@ -10,9 +10,14 @@ from overfeat_jax import cli
 
 
 def main() -> None:
-  from overfeat_jax.evaluation import classification  # Heavy imports after flag parsing.
+  import jax  # Heavy imports after flag parsing.
 
-  classification.evaluate(cli.CONFIG.value, cli.WORKDIR.value)
+  from overfeat_jax.evaluation import classification
+
+  config = cli.CONFIG.value
+  if config.train.distributed:
+    jax.distributed.initialize()
+  classification.evaluate(config, cli.WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags, logging
-
 from overfeat_jax import cli
 
 
 def main() -> None:
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO: warnings only unless asked
-    logging.set_verbosity(logging.WARNING)
   import jax  # Heavy imports after flag parsing.
 
   from overfeat_jax.config import validate_config

@@ -164,6 +164,23 @@ def time_calls(fn: Callable[[], Any], *, runs: int, warmup: int = 1) -> list[flo
   return seconds
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, runs: int) -> dict[str, list[float]]:
+  """Like time_calls for several functions, taking turns: round r times each fn once.
+
+  On a shared machine the load drifts; interleaving exposes every function to the same drift, so
+  their time ratios stay meaningful. Each fn is called once untimed first (compiles).
+  """
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  seconds: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(runs):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      seconds[name].append(time.perf_counter() - start)
+  return seconds
+
+
 def median(values: Sequence[float]) -> float:
   return float(statistics.median(values))
 

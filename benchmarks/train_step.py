@@ -122,9 +122,18 @@ def main(argv: list[str]) -> None:
   print(f"matmul reference: float32 {args.matmul_size}x{args.matmul_size} jnp.dot = "
         f"{matmul:,.1f} GFLOP/s\n", flush=True)
 
-  rows = []
+  results = []
   for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
-    r = bench_config(name, args, mesh)
+    results.append(bench_config(name, args, mesh))
+    print(f"  done: {name}", file=sys.stderr, flush=True)
+  # The matmul again: on a shared machine single measurements are noisy; the faster one is used.
+  matmul_after = _timing.matmul_gflops(args.matmul_size)
+  print(f"matmul reference again after the configs: {matmul_after:,.1f} GFLOP/s; 'vs matmul' uses "
+        f"{max(matmul, matmul_after):,.1f}\n")
+  matmul = max(matmul, matmul_after)
+
+  rows = []
+  for r in results:
     img_s = r["batch"] / r["seconds"]
     achieved = r["step_gflop"] * img_s
     rows.append([
@@ -135,7 +144,6 @@ def main(argv: list[str]) -> None:
         _timing.fmt(None if r["xla_gflop"] is None else r["xla_gflop"] * img_s),
         f"{100 * achieved / matmul:.0f}%",
     ])
-    print(f"  done: {name}", file=sys.stderr, flush=True)
   print(_timing.format_table(
       ["config", "model", "params", "input", "batch", "img/s", "ms/step", "GFLOP/img fwd",
        "GFLOP/img step (3x fwd)", "GFLOP/img step (XLA)", "GFLOP/s (3x fwd)", "GFLOP/s (XLA)",

@@ -6,6 +6,7 @@ prints `error: <what is wrong>` on stderr and exits with status 2; a bug keeps i
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -56,6 +57,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(" ".join(str(e).split()))
   if CONFIG.value is None:
     fail("--config is required, e.g. --config configs/quickstart.py")
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  if not os.path.isfile(path):
+    fail(f"config file {path} does not exist (the configs are in configs/*.py)")
+  try:
+    CONFIG.value.keys()  # config_flags defers a load error until first use.
+  except Exception as e:  # The config file itself raised (syntax error, bad import, ...).
+    fail(f"cannot load config file {path}: {' '.join(str(e).split())}")
   if not WORKDIR.value:
     fail("--workdir is required")
   return rest
@@ -67,8 +75,10 @@ def run(main: Callable[[], None]) -> None:
   def _main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
       fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    # orbax and grain log every file operation at INFO; progress lines are ours to print.
-    logging.set_verbosity(logging.WARNING)
+    # orbax, grain and TFDS log every file operation at INFO and benign notes at WARNING
+    # (read-only checkpoint manager, no OpenCV); the progress lines are ours. --verbosity=0 shows all.
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.ERROR)
     try:
       main()
     except OverfeatError as e:

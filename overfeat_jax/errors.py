@@ -23,3 +23,7 @@ class InputSizeError(OverfeatError, ValueError):
 
 class CheckpointError(OverfeatError, RuntimeError):
   """No checkpoint where one is needed, or one that does not match the model."""
+
+
+class LossNotFiniteError(OverfeatError, FloatingPointError):
+  """The training loss became NaN or Inf (usually: the learning rate is too high for the model)."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -15,24 +13,7 @@ from overfeat_jax.errors import CheckpointError
 from overfeat_jax.models.overfeat import build_model
 from overfeat_jax.training import classification
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.py")
-
-
-def train_cli(workdir, *overrides: str, data_dir: str = "") -> subprocess.CompletedProcess:
-  cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", QUICKSTART, "--workdir", str(workdir)]
-  if data_dir:
-    cmd.append(f"--config.dataset.data_dir={data_dir}")
-  return subprocess.run(cmd + list(overrides), capture_output=True, text=True, cwd=ROOT, timeout=600,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-  assert proc.returncode == 2, proc.stderr
-  lines = [line for line in proc.stderr.splitlines() if not line.startswith(("W", "I"))]  # absl log lines
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
+from cli_helpers import assert_one_line_error, train_cli
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 import tiny_training
 from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.training import loop
-from overfeat_jax.training.progress import LossNotFiniteError
+from overfeat_jax.errors import LossNotFiniteError
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "tiny_training.py")
 STEPS = 36  # 3 epochs of the tiny task; the learning rate is halved from step 12 on

@@ -297,11 +297,15 @@ class Classifier(nn.Module):
     widths = self.arch.fc_features + (self.num_classes,)
     for j, (name, features) in enumerate(zip(fc_names(self.arch), widths)):
       kernel = self.arch.fc_kernel if j == 0 else 1
+      last = j == len(widths) - 1
+      # The class layer starts near zero under 'he' as well: a gain-2 init there gives initial
+      # logits of several units and a first loss of 10-20 instead of log(K).
+      init = _kernel_init("paper" if last else self.weight_init)
       x = nn.Conv(features, (kernel, kernel), padding="VALID",
-                  kernel_init=_kernel_init(self.weight_init),
+                  kernel_init=init,
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name=name)(x)
-      if j < len(widths) - 1:  # ReLU + dropout on every FC layer but the last.
+      if not last:  # ReLU + dropout on every FC layer but the last.
         x = nn.relu(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     return x.astype(jnp.float32)

@@ -82,7 +82,8 @@ def signature_differences(saved: dict[str, Any], current: dict[str, Any], *, lim
   saved_flat, current_flat = _flatten(saved), _flatten(current)
   keys = set(current_flat) if only_current_keys else set(saved_flat) | set(current_flat)
   lines = []
-  for key in sorted(keys):
+  # The task's description (e.g. model.width) says more than the parameter shapes it implies.
+  for key in sorted(keys, key=lambda k: (not k.startswith("task."), k)):
     old, new = saved_flat.get(key, "<absent>"), current_flat.get(key, "<absent>")
     if old != new:
       lines.append(f"{key}: {old} (checkpoint) vs {new} (now)")

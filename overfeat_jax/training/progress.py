@@ -17,13 +17,9 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from overfeat_jax.errors import OverfeatError
+from overfeat_jax.errors import LossNotFiniteError
 
 METRICS_FILE = "metrics.jsonl"
-
-
-class LossNotFiniteError(OverfeatError, FloatingPointError):
-  """The training loss became NaN or Inf (usually: the learning rate is too high for the model)."""
 
 
 def format_duration(seconds: float) -> str:

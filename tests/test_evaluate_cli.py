@@ -1,0 +1,62 @@
+"""evaluate.py end to end: restores train.py's checkpoint, prints Table 2, writes eval/metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_helpers import assert_one_line_error, evaluate_cli, train_cli
+
+# Two small scales keep the compile short; 8 examples in batches of 4 exercise the padded last batch.
+SMALL_EVAL = ("--config.eval.scales=((64,64),(72,80))", "--config.eval.multi_scales=(0,1)",
+              "--config.eval.num_examples=6", "--config.input.eval_batch_size=4")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_data_dir):
+  workdir = tmp_path_factory.mktemp("eval_cli") / "run"
+  proc = train_cli(workdir, "--config.train.max_steps=2", "--config.input.batch_size=4",
+                   data_dir=digits_data_dir)
+  assert proc.returncode == 0, proc.stderr
+  return workdir
+
+
+def test_evaluate_prints_table_2_and_writes_metrics(trained, digits_data_dir):
+  proc = evaluate_cli(trained, *SMALL_EVAL, data_dir=digits_data_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert "Traceback" not in proc.stderr
+  for title in ("centre crop (58x58 of short side 64)", "10 views (4 corners + centre, x flip)",
+                "1 scale (64x64), coarse stride", "1 scale (64x64), fine stride",
+                "2 scales (64x64, 72x80), fine stride", "2 scales, fine stride, flips"):
+    assert title in proc.stdout, proc.stdout
+  result = json.loads((trained / "eval" / "metrics.json").read_text())
+  assert result["num_examples"] == 6 and result["checkpoint_step"] == 2
+  assert len(result["rows"]) == 6
+  for row in result["rows"].values():
+    # Errors are counts out of 6 examples; padded examples must not count.
+    for key in ("top1_error", "top5_error"):
+      assert 0.0 <= row[key] <= 100.0
+      assert abs(row[key] * 6 / 100 - round(row[key] * 6 / 100)) < 1e-6
+    assert row["top5_error"] <= row["top1_error"]
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, digits_data_dir):
+  proc = evaluate_cli(tmp_path / "empty", *SMALL_EVAL, data_dir=digits_data_dir)
+  assert_one_line_error(proc, "no checkpoint in", "empty")
+
+
+def test_checkpoint_of_another_model_is_a_one_line_error(trained, digits_data_dir):
+  proc = evaluate_cli(trained, *SMALL_EVAL, "--config.model.width=0.25", data_dir=digits_data_dir)
+  assert_one_line_error(proc, "different model", "width")
+
+
+def test_scale_below_the_field_of_view_is_a_one_line_error(trained, digits_data_dir):
+  proc = evaluate_cli(trained, "--config.eval.scales=((60,60),)", "--config.eval.multi_scales=(0,)",
+                      data_dir=digits_data_dir)
+  assert_one_line_error(proc, "60x60", "field of view", "58x58")
+
+
+def test_unknown_dataset_is_a_one_line_error(trained):
+  proc = evaluate_cli(trained, "--config.dataset.name=imagenet2099")
+  assert_one_line_error(proc, "imagenet2099")
