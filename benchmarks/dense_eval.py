@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--size", type=int, nargs=2, default=(461, 569), metavar=("H", "W"),
                       help="input image size (default 461 569, scale 6 of SPEC A4)")
   parser.add_argument("--num-classes", type=int, default=1000)
+  parser.add_argument("--no-pad", action="store_true",
+                      help="remove the zero padding of layers 3+ (a larger field of view): then (iii)'s "
+                           "windows must reproduce (i)'s map exactly, a check of the window grid")
   parser.add_argument("--runs", type=int, default=5, help="timed calls of (i), (ii) and features")
   parser.add_argument("--naive-runs", type=int, default=1, help="timed full passes of (iii)")
   parser.add_argument("--chunk", type=int, default=30, help="windows per call in (iii)")
@@ -425,7 +428,7 @@ def breakdown(model: OverFeat, variables: Any, image: jax.Array, args: argparse.
 def main(argv: list[str]) -> None:
   args = parse_args(argv)
   _timing.request_cpu_conv(args.cpu_conv)  # before any computation initialises the CPU backend
-  arch = build_architecture(args.model, width=args.width)
+  arch = build_architecture(args.model, width=args.width, padding=not args.no_pad)
   model = OverFeat(arch, num_classes=args.num_classes)
   print("dense evaluation with offset max-pooling (SPEC A4) vs per-window evaluation")
   print(f"jax {jax.__version__}; default backend {jax.default_backend()}; model {arch.name}: "

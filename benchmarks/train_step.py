@@ -3,6 +3,7 @@
   python benchmarks/train_step.py                                  # all three configs
   python benchmarks/train_step.py --configs quickstart --steps 10
   python benchmarks/train_step.py --configs overfeat_fast_imagenet --batch 32
+  python benchmarks/train_step.py --cpu-conv eigen                 # XLA:CPU's Eigen convolutions
 
 Runs the library's own jitted step (training.steps.compile_train_step over training.mesh.make_mesh,
 with the config's optimizer and schedule and the classification loss the training loop uses) on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 import numpy as np
 import pytest
 
@@ -274,3 +275,19 @@ def test_build_model_config_errors(key, value, match):
   cfg[key] = value
   with pytest.raises(ConfigError, match=match):
     build_model(cfg, num_classes=10)
+
+
+@pytest.mark.parametrize("kernel, size", [(1, (3, 4)), (3, (5, 7)), (5, (5, 5))])
+def test_fully_connected_conv_is_a_valid_convolution(kernel, size):
+  """The im2col arithmetic of the FC layers equals XLA's VALID convolution with the same kernel."""
+  from overfeat_jax.models.overfeat import FullyConnectedConv
+
+  layer = FullyConnectedConv(6, kernel, kernel_init=nn.initializers.normal(1.0))
+  x = jax.random.normal(jax.random.key(1), (2, *size, 4))
+  params = layer.init(jax.random.key(2), x)["params"]
+  params = {"kernel": params["kernel"], "bias": jax.random.normal(jax.random.key(3), (6,))}
+  got = layer.apply({"params": params}, x)
+  want = jax.lax.conv_general_dilated(x, params["kernel"], (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
+  assert got.shape == (2, size[0] - kernel + 1, size[1] - kernel + 1, 6)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -282,6 +282,37 @@ class FeatureExtractor(nn.Module):
     return x
 
 
+class FullyConnectedConv(nn.Module):
+  """A fully connected layer applied as a k x k VALID convolution (SPEC A2: "FC layers are convolutions").
+
+  Parameters are those of `nn.Conv` (kernel [k, k, C, F], bias [F]), so checkpoints and parameter
+  counts are the conv's. The arithmetic is an explicit im2col + one matmul: XLA:CPU runs a large
+  k x k x 1024 -> 4096 convolution at a third of its matmul speed, and this layer is most of the
+  dense evaluation's FLOPs (benchmarks/dense_eval.py measures both ways).
+  """
+  features: int
+  kernel_size: int
+  kernel_init: nn.initializers.Initializer
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, h, w, C] -> [B, h - k + 1, w - k + 1, F]."""
+    k = self.kernel_size
+    b, h, w, c = x.shape
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    out_h, out_w = h - k + 1, w - k + 1
+    if k == 1:
+      patches = x
+    else:  # [B, h', w', k, k, C]: patch element (dy, dx, c) in the kernel's row-major order.
+      patches = jnp.stack([jnp.stack([x[:, dy:dy + out_h, dx:dx + out_w, :] for dx in range(k)],
+                                     axis=3) for dy in range(k)], axis=3)
+    patches = patches.reshape(b, out_h, out_w, k * k * c).astype(self.dtype)
+    y = patches @ kernel.reshape(k * k * c, self.features).astype(self.dtype)
+    return y + bias.astype(self.dtype)
+
+
 class Classifier(nn.Module):
   """The FC layers as convolutions (SPEC A2): fc_kernel x fc_kernel, then 1x1; dropout on hidden."""
   arch: Architecture
@@ -301,10 +332,7 @@ class Classifier(nn.Module):
       # The class layer starts near zero under 'he' as well: a gain-2 init there gives initial
       # logits of several units and a first loss of 10-20 instead of log(K).
       init = _kernel_init("paper" if last else self.weight_init)
-      x = nn.Conv(features, (kernel, kernel), padding="VALID",
-                  kernel_init=init,
-                  bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
-                  name=name)(x)
+      x = FullyConnectedConv(features, kernel, kernel_init=init, dtype=self.dtype, name=name)(x)
       if not last:  # ReLU + dropout on every FC layer but the last.
         x = nn.relu(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
