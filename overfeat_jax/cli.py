@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from overfeat_jax.config import base_config
+from overfeat_jax.cpu_flags import use_fast_cpu_convolutions
 from overfeat_jax.errors import OverfeatError
 
 USER_ERROR_EXIT = 2
@@ -71,6 +72,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run(main: Callable[[], None]) -> None:
   """Runs `main()` under absl with one-line errors for every OverfeatError."""
+
+  use_fast_cpu_convolutions()  # Before the first jax import (in `main`).
 
   def _main(argv: Sequence[str]) -> None:
     if len(argv) > 1:

@@ -7,6 +7,10 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from overfeat_jax.cpu_flags import use_fast_cpu_convolutions  # noqa: E402  (before jax starts)
+
+use_fast_cpu_convolutions()
+
 
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory) -> str:
