@@ -68,6 +68,42 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def paper_imagenet_config() -> ml_collections.ConfigDict:
+  """The paper's ImageNet-2012 training recipe (SPEC A3) shared by the fast and accurate configs.
+
+  Batch 128, short side 256, flips, N(0, 0.01^2) init, dropout 0.5, SGD momentum 0.6, weight decay
+  1e-5, lr 5e-2 halved after epochs 30, 50, 60, 70, 80. The caller sets the model variant, the crop
+  (the model's training input) and the test scales.
+  """
+  c = base_config()
+  c.dataset.name = "imagenet2012"
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "validation"
+  c.dataset.num_classes = 1000
+  c.dataset.prepare = False  # ImageNet is never generated; it must be built beforehand.
+  c.model.width = 1.0
+  c.model.stem_kernel = 0  # The paper's first layer (11x11/4 fast, 7x7/2 accurate).
+  c.model.stem_stride = 0
+  c.model.init = "paper"
+  c.model.dropout_rate = 0.5
+  c.input.resize_short = 256
+  c.input.random_flip = True
+  c.input.batch_size = 128
+  c.input.num_workers = 8
+  c.optimizer.learning_rate = 5e-2
+  c.optimizer.momentum = 0.6
+  c.optimizer.weight_decay = 1e-5
+  c.optimizer.halve_at_epochs = (30, 50, 60, 70, 80)
+  c.train.num_epochs = 90
+  c.train.log_every = 100
+  c.train.checkpoint_every = 2000
+  c.train.keep_checkpoints = 3
+  c.eval.resize_short = 256
+  c.eval.single_scale = 0
+  c.eval.multi_scales = (0, 1, 2, 3, 4, 5)
+  return c
+
+
 _CHOICES = {
     "model.variant": ("fast", "accurate"),
     "model.init": ("paper", "he"),
