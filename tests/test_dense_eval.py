@@ -15,29 +15,7 @@ from overfeat_jax.evaluation import dense, metrics
 from overfeat_jax.models.overfeat import ACCURATE, OverFeat, build_architecture
 from overfeat_jax.ops import pooling
 
-
-def abstract_variables(model: OverFeat):
-  s = model.arch.train_size
-  x = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
-  return jax.eval_shape(lambda k, a: model.init(k, a, train=False), jax.random.key(0), x)
-
-
-def random_variables(model: OverFeat, seed: int = 0):
-  """Kernels N(0, 2 / fan_in), biases N(0, 0.1^2), from numpy (model.init is slow on CPU)."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    if path[-1].key == "bias":
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    fan_in = np.prod(leaf.shape[:-1])
-    return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in), jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract_variables(model))
-
-
-def tiny(variant: str, num_classes: int = 5, **kwargs) -> OverFeat:
-  arch = build_architecture(variant, width=1 / 32, stem_kernel=3, stem_stride=1, **kwargs)
-  return OverFeat(arch, num_classes=num_classes, weight_init="he")
+from model_helpers import abstract_variables, random_variables, tiny
 
 
 def dense_map(model, variables, images, *, fine: bool) -> np.ndarray:

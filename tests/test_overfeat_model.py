@@ -21,31 +21,7 @@ FAST_SIZES = {"conv1": 56, "pool1": 28, "conv2": 24, "pool2": 12, "conv3": 12, "
 ACCURATE_SIZES = {"conv1": 108, "pool1": 36, "conv2": 30, "pool2": 15, "conv3": 15, "conv4": 15,
                   "conv5": 15, "conv6": 15, "pool6": 5, "fc7": 1, "fc8": 1, "fc9": 1}
 
-
-def abstract_variables(model: OverFeat, size: int | None = None):
-  """Variable shapes from jax.eval_shape (no parameter is allocated)."""
-  size = size or model.arch.train_size
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda k, a: model.init(k, a, train=False), jax.random.key(0), x)
-
-
-def tiny(variant: str, **kwargs) -> OverFeat:
-  arch = build_architecture(variant, width=1 / 32, stem_kernel=3, stem_stride=1, **kwargs)
-  return OverFeat(arch, num_classes=5, weight_init="he")
-
-
-def random_variables(model: OverFeat, seed: int = 0):
-  """Variables filled from numpy: kernels N(0, 2 / fan_in), biases N(0, 0.1^2) (non-zero, so a
-  dropped bias would show). Avoids model.init: threefry compiles cost seconds per shape on CPU."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    if path[-1].key == "bias":
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    fan_in = np.prod(leaf.shape[:-1])
-    return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in), jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract_variables(model))
+from model_helpers import abstract_variables, random_variables, tiny
 
 
 @pytest.mark.parametrize("arch,expected", [(FAST, 145_920_872), (ACCURATE, 144_656_488)])
