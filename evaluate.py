@@ -12,12 +12,12 @@ from overfeat_jax import cli
 def main() -> None:
   import jax  # Heavy imports after flag parsing.
 
-  from overfeat_jax.evaluation import classification
+  from overfeat_jax.evaluation import run
 
   config = cli.CONFIG.value
   if config.train.distributed:
     jax.distributed.initialize()
-  classification.evaluate(config, cli.WORKDIR.value)
+  run.run(config, cli.WORKDIR.value)
 
 
 if __name__ == "__main__":

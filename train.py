@@ -1,4 +1,4 @@
-"""Train an OverFeat classifier (SPEC A3) with the config's dataset, model and schedule.
+"""Train the task of a config (`config.task`; the OverFeat classifier of SPEC A3 by default).
 
   python train.py --config configs/quickstart.py --workdir workdirs/quickstart [--config.key=value ...]
 
@@ -17,14 +17,12 @@ from overfeat_jax import cli
 def main() -> None:
   import jax  # Heavy imports after flag parsing.
 
-  from overfeat_jax.config import validate_config
-  from overfeat_jax.training import classification
+  from overfeat_jax.training import loop
 
   config = cli.CONFIG.value
-  validate_config(config)
   if config.train.distributed:
     jax.distributed.initialize()
-  result = classification.train(config, cli.WORKDIR.value)
+  result = loop.run(config, cli.WORKDIR.value)
   if result.stopped_by is not None:
     sys.exit(128 + result.stopped_by)
 

@@ -5,7 +5,7 @@
   python benchmarks/train_step.py --configs overfeat_fast_imagenet --batch 32
   python benchmarks/train_step.py --cpu-conv eigen                 # XLA:CPU's Eigen convolutions
 
-Runs the library's own jitted step (training.steps.compile_train_step over training.mesh.make_mesh,
+Runs the library's own jitted step (training.steps.compile_train_step over mesh.make_mesh,
 with the config's optimizer and schedule and the classification loss the training loop uses) on
 random images and labels, compiles it with one untimed step, then times --steps steps, each waited
 for with block_until_ready. Prints img/s, ms/step, GFLOP per image (forward + backward ~ 3 x the
@@ -27,7 +27,8 @@ import numpy as np
 
 import _timing
 from overfeat_jax.models.overfeat import build_model, param_count
-from overfeat_jax.training import mesh as mesh_lib
+from overfeat_jax import mesh as mesh_lib
+from overfeat_jax.tasks import classification
 from overfeat_jax.training import optim, steps
 from overfeat_jax.training.state import TrainState
 
@@ -72,14 +73,14 @@ def bench_config(name: str, args: argparse.Namespace, mesh: Any) -> dict[str, An
   batch_size, batch_source = choose_batch(config.input.batch_size, size, args)
   mesh_lib.check_batch_divisible(batch_size, mesh)
 
-  # The training loop's pieces (training.loop.train / classification.classification_task).
+  # The training loop's pieces (training.loop.train / tasks.classification.training_task).
   tx = optim.make_optimizer(config.optimizer, STEPS_PER_EPOCH)
   schedule = optim.learning_rate_schedule(config.optimizer, STEPS_PER_EPOCH)
 
   def apply(params: Any, images: jax.Array, rng: jax.Array) -> jax.Array:
     return model.apply({"params": params}, images, train=True, rngs={"dropout": rng})  # [B, K]
 
-  train_step = steps.compile_train_step(steps.classification_loss_fn(apply), tx, schedule, mesh)
+  train_step = steps.compile_train_step(classification.classification_loss_fn(apply), tx, schedule, mesh)
   params = _timing.random_params(model, seed=config.seed)
   state = jax.device_put(TrainState.create(params, tx), mesh_lib.replicated(mesh))
   rng_np = np.random.default_rng(0)

@@ -5,7 +5,7 @@
   python evaluate.py --config configs/overfeat_accurate_imagenet.py --workdir workdirs/accurate
 
 Batch 128 of random 221x221 crops from images resized to short side 256, with flips; N(0, 0.01^2)
-init; SGD momentum 0.6, weight decay 1e-5, lr 5e-2 halved after epochs 30, 50, 60, 70, 80
+init; SGD momentum 0.6 (damped as Torch7 does: v <- 0.6 v + 0.4 g), weight decay 1e-5, lr 5e-2 halved after epochs 30, 50, 60, 70, 80
 (`paper_imagenet_config`); tested at the paper's six scales with 3x3 pooling offsets.
 """
 

@@ -7,12 +7,15 @@ it in code). Nothing in the library calls `config.get(key, default)`.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Returns the full config tree with defaults (the small CPU OverFeat on the embedded data)."""
   c = ml_collections.ConfigDict()
+  c.task = "classification"  # What is trained and evaluated: one of TASKS (overfeat_jax/tasks/).
   c.seed = 0  # One seed for parameters, dropout and the data order: same seed, same numbers on CPU.
 
   c.dataset = ml_collections.ConfigDict()
@@ -47,7 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 0.02  # Initial learning rate (paper: 5e-2).
   c.optimizer.momentum = 0.9  # SGD momentum (paper: 0.6).
+  # Momentum dampening d: v <- momentum * v + (1 - d) * g. 0 = heavy-ball (optax's SGD); Torch7's
+  # optim.sgd, which the paper used, defaults to d = momentum (a (1 - m)x smaller effective step).
+  c.optimizer.dampening = 0.0
   c.optimizer.weight_decay = 1e-5  # L2 weight decay added to the gradient (paper: 1e-5).
+  c.optimizer.warmup_epochs = 0.0  # Linear warm-up of the learning rate from 0 over this many epochs.
   c.optimizer.halve_at_epochs = (6, 9, 11)  # Halve the learning rate after these epochs (paper: 30,50,60,70,80).
 
   c.train = ml_collections.ConfigDict()
@@ -71,8 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
 def paper_imagenet_config() -> ml_collections.ConfigDict:
   """The paper's ImageNet-2012 training recipe (SPEC A3) shared by the fast and accurate configs.
 
-  Batch 128, short side 256, flips, N(0, 0.01^2) init, dropout 0.5, SGD momentum 0.6, weight decay
-  1e-5, lr 5e-2 halved after epochs 30, 50, 60, 70, 80. The caller sets the model variant, the crop
+  Batch 128, short side 256, flips, N(0, 0.01^2) init, dropout 0.5, SGD momentum 0.6 damped as
+  Torch7's optim.sgd does by default (v <- 0.6 v + 0.4 g), weight decay 1e-5, lr 5e-2 halved after
+  epochs 30, 50, 60, 70, 80. The caller sets the model variant, the crop
   (the model's training input) and the test scales.
   """
   c = base_config()
@@ -92,6 +100,8 @@ def paper_imagenet_config() -> ml_collections.ConfigDict:
   c.input.num_workers = 8
   c.optimizer.learning_rate = 5e-2
   c.optimizer.momentum = 0.6
+  # Torch7's optim.sgd (the paper's trainer) damps momentum by default: v <- m v + (1 - m) g.
+  c.optimizer.dampening = 0.6
   c.optimizer.weight_decay = 1e-5
   c.optimizer.halve_at_epochs = (30, 50, 60, 70, 80)
   c.train.num_epochs = 90
@@ -104,11 +114,72 @@ def paper_imagenet_config() -> ml_collections.ConfigDict:
   return c
 
 
-_CHOICES = {
-    "model.variant": ("fast", "accurate"),
-    "model.init": ("paper", "he"),
-    "model.compute_dtype": ("float32", "bfloat16"),
-    "eval.spatial_reduce": ("max", "mean"),
+# ---------------------------------------------------------------------------------------------
+# The ONE table of allowed values. `validate_config` is the only place that checks a config value;
+# lower layers check only what needs runtime facts (the field of view, the device count, the size of
+# a split). Each rule: (test of the value, what is allowed, said in the error).
+
+def _positive(v) -> bool:
+  return v > 0
+
+
+def _non_negative(v) -> bool:
+  return v >= 0
+
+
+def _fraction(v) -> bool:
+  return 0.0 <= v < 1.0
+
+
+def _one_of(*allowed):
+  return (lambda v: v in allowed), "expected one of " + ", ".join(allowed)
+
+
+def _scales_ok(scales) -> bool:
+  scales = tuple(tuple(s) for s in scales)
+  return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
+
+
+TASKS = ("classification",)  # overfeat_jax.tasks.TASKS holds one module per name.
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "task": _one_of(*TASKS),
+    "seed": (lambda v: 0 <= v < 2**32, "expected in [0, 2**32) (grain's shuffle seed)"),
+    "dataset.num_classes": (lambda v: v >= 2, "expected >= 2"),
+    "input.resize_short": (_positive, "expected > 0"),
+    "input.crop_size": (_positive, "expected > 0"),
+    "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
+    "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),
+    "input.batch_size": (_positive, "expected > 0"),
+    "input.eval_batch_size": (_positive, "expected > 0"),
+    "input.max_boxes": (_positive, "expected > 0"),
+    "input.num_workers": (_non_negative, "expected >= 0"),
+    "input.prefetch": (_non_negative, "expected >= 0"),
+    "model.variant": _one_of("fast", "accurate"),
+    "model.width": (_positive, "expected > 0"),
+    "model.stem_kernel": (_non_negative, "expected >= 0 (0 = the paper's)"),
+    "model.stem_stride": (_non_negative, "expected >= 0 (0 = the paper's)"),
+    "model.dropout_rate": (_fraction, "expected in [0, 1)"),
+    "model.init": _one_of("paper", "he"),
+    "model.compute_dtype": _one_of("float32", "bfloat16"),
+    "optimizer.learning_rate": (_positive, "expected > 0"),
+    "optimizer.momentum": (_fraction, "expected in [0, 1)"),
+    "optimizer.dampening": (_fraction, "expected in [0, 1) (0 = heavy-ball, = momentum for Torch7's default)"),
+    "optimizer.weight_decay": (_non_negative, "expected >= 0"),
+    "optimizer.warmup_epochs": (_non_negative, "expected >= 0 (0 = no warm-up)"),
+    "optimizer.halve_at_epochs": (
+        lambda v: all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in v)
+        and list(v) == sorted(set(v)),
+        "expected strictly increasing positive integer epochs"),
+    "train.num_epochs": (_non_negative, "expected >= 0 (with train.max_steps > 0 when 0)"),
+    "train.max_steps": (_non_negative, "expected >= 0 (0 = use num_epochs)"),
+    "train.log_every": (_positive, "expected > 0"),
+    "train.checkpoint_every": (_positive, "expected > 0"),
+    "train.keep_checkpoints": (_positive, "expected >= 1"),
+    "eval.resize_short": (_positive, "expected > 0"),
+    "eval.scales": (_scales_ok, "expected a non-empty list of (height, width) pairs"),
+    "eval.spatial_reduce": _one_of("max", "mean"),
+    "eval.num_examples": (_non_negative, "expected >= 0 (0 = all)"),
 }
 
 
@@ -120,8 +191,9 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks values and combinations that ml_collections' type locking cannot.
+  """Checks every value against RULES and the few rules that relate two keys.
 
+  Called by every library entry point (`training.loop.run`, `evaluation.evaluate`).
   Raises:
     ConfigError naming the first offending key, its value and what is allowed.
   """
@@ -136,50 +208,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ConfigError(f"config.{key}={_get(config, key)!r} is invalid: {allowed}")
 
-  for key, allowed in _CHOICES.items():
-    require(_get(config, key) in allowed, key, f"expected one of {', '.join(allowed)}")
-  require(config.model.width > 0, "model.width", "expected > 0")
-  require(config.model.stem_kernel >= 0, "model.stem_kernel", "expected >= 0 (0 = the paper's)")
-  require(config.model.stem_stride >= 0, "model.stem_stride", "expected >= 0 (0 = the paper's)")
-  require(0.0 <= config.model.dropout_rate < 1.0, "model.dropout_rate", "expected in [0, 1)")
-  require(config.dataset.num_classes >= 2, "dataset.num_classes", "expected >= 2")
+  for key, (check, allowed) in RULES.items():
+    try:
+      ok = bool(check(_get(config, key)))
+    except (TypeError, ValueError):  # e.g. a string where a number belongs (set in code)
+      ok = False
+    require(ok, key, allowed)
 
-  require(config.input.crop_size > 0, "input.crop_size", "expected > 0")
+  # Rules between keys.
   require(config.input.resize_short >= config.input.crop_size, "input.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the random crop fits")
-  require(config.input.batch_size > 0, "input.batch_size", "expected > 0")
-  require(config.input.eval_batch_size > 0, "input.eval_batch_size", "expected > 0")
-  require(config.input.max_boxes > 0, "input.max_boxes", "expected > 0")
-  require(config.input.num_workers >= 0, "input.num_workers", "expected >= 0")
-  require(len(config.input.mean) == 3, "input.mean", "expected 3 values (RGB)")
-  require(len(config.input.std) == 3 and min(config.input.std) > 0, "input.std",
-          "expected 3 positive values (RGB)")
-
-  require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "expected > 0")
-  require(0.0 <= config.optimizer.momentum < 1.0, "optimizer.momentum", "expected in [0, 1)")
-  require(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "expected >= 0")
-  epochs = tuple(config.optimizer.halve_at_epochs)
-  require(all(e > 0 for e in epochs) and list(epochs) == sorted(set(epochs)),
-          "optimizer.halve_at_epochs", "expected strictly increasing positive epochs")
-
-  require(config.train.num_epochs > 0 or config.train.max_steps > 0, "train.num_epochs",
-          "expected > 0 (or train.max_steps > 0)")
-  require(config.train.max_steps >= 0, "train.max_steps", "expected >= 0 (0 = use num_epochs)")
-  require(config.train.log_every > 0, "train.log_every", "expected > 0")
-  require(config.train.checkpoint_every > 0, "train.checkpoint_every", "expected > 0")
-  require(config.train.keep_checkpoints >= 1, "train.keep_checkpoints", "expected >= 1")
-
-  scales = tuple(tuple(s) for s in config.eval.scales)
-  require(len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales), "eval.scales",
-          "expected a non-empty list of (height, width) pairs")
-  require(0 <= config.eval.single_scale < len(scales), "eval.single_scale",
-          f"expected an index into eval.scales (0..{len(scales) - 1})")
-  multi = tuple(config.eval.multi_scales)
-  require(len(multi) > 0 and all(0 <= i < len(scales) for i in multi), "eval.multi_scales",
-          f"expected indices into eval.scales (0..{len(scales) - 1})")
   require(config.eval.resize_short >= config.input.crop_size, "eval.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
-  require(config.eval.num_examples >= 0, "eval.num_examples", "expected >= 0 (0 = all)")
+  require(config.train.num_epochs > 0 or config.train.max_steps > 0, "train.num_epochs",
+          "expected > 0 (or train.max_steps > 0)")
+  num_scales = len(config.eval.scales)
+  require(0 <= config.eval.single_scale < num_scales, "eval.single_scale",
+          f"expected an index into eval.scales (0..{num_scales - 1})")
+  multi = tuple(config.eval.multi_scales)
+  require(len(multi) > 0 and all(0 <= i < num_scales for i in multi), "eval.multi_scales",
+          f"expected indices into eval.scales (0..{num_scales - 1})")
 
 
 def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

@@ -10,7 +10,9 @@ import pytest
 
 import tiny_training
 from overfeat_jax.errors import CheckpointError
-from overfeat_jax.training import checkpoint, mesh as mesh_lib, optim
+from overfeat_jax import mesh as mesh_lib
+from overfeat_jax import checkpoint_io
+from overfeat_jax.training import checkpoint, optim
 from overfeat_jax.training.state import TrainState
 
 
@@ -24,7 +26,7 @@ def make_state(config, seed: int = 0) -> tuple[TrainState, dict]:
 
 
 def signature_for(task, state):
-  return checkpoint.make_signature(task.signature, state.params)
+  return checkpoint_io.make_signature(task.signature, state.params)
 
 
 def test_round_trip_restores_state_and_data_position(tmp_path):
@@ -109,7 +111,7 @@ def test_an_interrupted_save_is_never_restored(tmp_path):
   assert not partial.exists()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
 
-  params, step = checkpoint.restore_params(str(tmp_path), jax.eval_shape(lambda: state.params))
+  params, step = checkpoint_io.restore_params(str(tmp_path), jax.eval_shape(lambda: state.params))
   assert step == 3
 
 
@@ -117,20 +119,20 @@ def test_restore_params_for_evaluation(tmp_path):
   config = tiny_training.tiny_config()
   state, task = make_state(config)
   with pytest.raises(CheckpointError, match=f"no checkpoint in {tmp_path}"):
-    checkpoint.restore_params(str(tmp_path), state.params)
+    checkpoint_io.restore_params(str(tmp_path), state.params)
 
   ckpts = checkpoint.TrainCheckpoints(str(tmp_path), keep=2, signature=signature_for(task, state))
   ckpts.save(5, state, iter(task.make_loader(0, 1)))
   ckpts.close()
   template = jax.eval_shape(lambda: state.params)
-  params, step = checkpoint.restore_params(str(tmp_path), template, task_signature=task.signature)
+  params, step = checkpoint_io.restore_params(str(tmp_path), template, task_signature=task.signature)
   assert step == 5
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
   wrong = jax.tree.map(lambda x: jax.ShapeDtypeStruct((x.shape[0] + 1,) + x.shape[1:], x.dtype), template)
   with pytest.raises(CheckpointError, match="different model"):
-    checkpoint.restore_params(str(tmp_path), wrong)
+    checkpoint_io.restore_params(str(tmp_path), wrong)
   other = dict(task.signature, num_classes=7)
   with pytest.raises(CheckpointError, match=r"task.num_classes: 4 \(checkpoint\) vs 7 \(now\)"):
-    checkpoint.restore_params(str(tmp_path), template, task_signature=other)
+    checkpoint_io.restore_params(str(tmp_path), template, task_signature=other)

@@ -45,11 +45,31 @@ def test_paper_configs_follow_spec_a3():
     ("eval.single_scale", 9, "eval.single_scale"),
     ("eval.multi_scales", (0, 7), "eval.multi_scales"),
     ("model.dropout_rate", 1.0, "model.dropout_rate"),
+    ("model.compute_dtype", "float16", "model.compute_dtype"),
+    ("model.width", 0.0, "model.width"),
+    ("model.stem_stride", -1, "model.stem_stride"),
+    ("dataset.num_classes", 1, "dataset.num_classes"),
+    ("input.crop_size", 70, "input.resize_short"),
+    ("input.prefetch", -1, "input.prefetch"),
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
+    ("optimizer.momentum", -0.5, "optimizer.momentum"),
+    ("optimizer.dampening", 1.0, "optimizer.dampening"),
+    ("optimizer.warmup_epochs", -1.0, "optimizer.warmup_epochs"),
+    ("optimizer.halve_at_epochs", (0, 3), "optimizer.halve_at_epochs"),
+    ("train.log_every", 0, "train.log_every"),
+    ("train.keep_checkpoints", 0, "train.keep_checkpoints"),
+    ("eval.scales", (), "eval.scales"),
+    ("eval.multi_scales", (), "eval.multi_scales"),
+    ("seed", -1, "seed"),
+    ("task", "segmentation", "task"),
 ])
 def test_bad_values_name_their_key(key, value, fragment):
   config = base_config()
-  section, field = key.split(".")
-  config[section][field] = value
+  *sections, field = key.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  node[field] = value
   with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
     validate_config(config)
 

@@ -1,5 +1,5 @@
 """Dense multi-scale evaluation (SPEC A4): the paper's map-size table, the fine grid against a naive
-per-window classifier, views, scores, the Table 2 rows, and the top-k metrics."""
+per-window classifier, views, scores, the Table 2 rows, and the top-k metric."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from overfeat_jax.config import base_config
-from overfeat_jax.errors import ConfigError, DataError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.evaluation import dense, metrics
 from overfeat_jax.models.overfeat import ACCURATE, OverFeat, build_architecture
 from overfeat_jax.ops import pooling
@@ -158,8 +158,6 @@ def test_class_scores_hand_computed():
                              rtol=1e-6)
   np.testing.assert_allclose(dense.class_scores(jnp.asarray(logits), "mean"),
                              [[0.35, 0.425, 0.225]], rtol=1e-6)
-  with pytest.raises(ConfigError, match="eval.spatial_reduce 'median'"):
-    dense.class_scores(jnp.asarray(logits), "median")
 
 
 def test_resize_to_cover():
@@ -192,8 +190,6 @@ def test_ten_views_are_corners_centre_and_flips():
   # With a resize: short side 20 -> 20x28, crops 16x16 of it.
   resized = np.asarray(dense.ten_views(canvas, resize_short=20, crop=16))
   assert resized.shape == (10, 2, 16, 16, 3)
-  with pytest.raises(ConfigError, match="larger than eval.resize_short"):
-    dense.ten_views(canvas, resize_short=10, crop=12)
 
 
 def eval_config(scales, single, multi, reduce="max") -> ml_collections.ConfigDict:
@@ -285,7 +281,7 @@ def test_evaluate_views_rows_match_their_definitions():
   assert not np.allclose(rows[dense.ROW_MULTI], rows[dense.ROW_MULTI_FLIP])
 
 
-def test_evaluate_views_config_errors():
+def test_evaluate_views_scale_too_small():
   model = tiny("fast")
   variables = abstract_variables(model)
   canvas = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
@@ -294,14 +290,6 @@ def test_evaluate_views_config_errors():
     jax.eval_shape(lambda v, x: dense.evaluate_views(model, v, x, cfg, crop_size=58,
                                                       resize_short=64), variables, canvas)
 
-  with pytest.raises(ConfigError, match="eval.single_scale index 2"):
-    run(eval_config(((64, 64), (70, 70)), single=2, multi=(0,)))
-  with pytest.raises(ConfigError, match="eval.multi_scales index 5"):
-    run(eval_config(((64, 64),), single=0, multi=(0, 5)))
-  with pytest.raises(ConfigError, match="eval.multi_scales is empty"):
-    run(eval_config(((64, 64),), single=0, multi=()))
-  with pytest.raises(ConfigError, match="eval.spatial_reduce 'sum'"):
-    run(eval_config(((64, 64),), single=0, multi=(0,), reduce="sum"))
   with pytest.raises(InputSizeError, match="60x60 image is too small"):
     run(eval_config(((64, 64), (60, 60)), single=0, multi=(0, 1)))
 
@@ -318,17 +306,3 @@ def test_topk_correct_hand_computed():
   np.testing.assert_array_equal(metrics.topk_correct(scores, labels, 5), [True, True, True])
   with pytest.raises(ValueError, match="k=6"):
     metrics.topk_correct(scores, labels, 6)
-
-
-def test_counts_and_error_rates_mask_padding():
-  scores = jnp.asarray([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
-  labels = jnp.asarray([0, 2, 2, 1])
-  valid = jnp.asarray([True, True, True, False])  # the last example is padding
-  counts = metrics.count_correct(scores, labels, valid, ks=(1, 2, 5))
-  assert {k: int(v) for k, v in counts.items()} == {"top1": 2, "top2": 2, "top5": 3}
-  total = metrics.add_counts([counts, {"top1": 1, "top2": 2, "top5": 2}])
-  assert total == {"top1": 3, "top2": 4, "top5": 5}
-  rates = metrics.error_rates(total, 5)
-  assert rates == pytest.approx({"top1_error": 40.0, "top2_error": 20.0, "top5_error": 0.0})
-  with pytest.raises(DataError, match="no valid examples"):
-    metrics.error_rates(total, 0)

@@ -23,7 +23,8 @@ import jax, numpy as np
 sys.path.insert(0, {tests_dir!r})
 import tiny_training
 from overfeat_jax.errors import ConfigError
-from overfeat_jax.training import loop, mesh as mesh_lib
+from overfeat_jax import mesh as mesh_lib
+from overfeat_jax.training import loop
 
 workdir, out = sys.argv[1], sys.argv[2]
 errors = []

@@ -238,21 +238,6 @@ def test_build_model_from_base_config():
   assert model.arch.convs[0].features == 12
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("variant", "medium", "model.variant 'medium'.*fast, accurate"),
-    ("init", "xavier", "model.init 'xavier'.*paper, he"),
-    ("compute_dtype", "float16", "model.compute_dtype 'float16'.*float32, bfloat16"),
-    ("width", 0.0, "model.width"),
-    ("stem_stride", -1, "model.stem_kernel / model.stem_stride"),
-    ("dropout_rate", 1.0, "model.dropout_rate"),
-])
-def test_build_model_config_errors(key, value, match):
-  cfg = base_config().model
-  cfg[key] = value
-  with pytest.raises(ConfigError, match=match):
-    build_model(cfg, num_classes=10)
-
-
 @pytest.mark.parametrize("kernel, size", [(1, (3, 4)), (3, (5, 7)), (5, (5, 5))])
 def test_fully_connected_conv_is_a_valid_convolution(kernel, size):
   """The im2col arithmetic of the FC layers equals XLA's VALID convolution with the same kernel."""

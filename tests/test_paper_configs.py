@@ -8,8 +8,8 @@ import json
 import pytest
 import tensorflow_datasets as tfds
 
-from overfeat_jax.evaluation import classification as evaluation
-from overfeat_jax.training import classification as training
+from overfeat_jax.evaluation import run as evaluation
+from overfeat_jax.training import loop
 
 from test_config import load_config
 
@@ -27,9 +27,9 @@ def test_paper_config_trains_and_evaluates_on_mock_imagenet(tmp_path, name, crop
   config.eval.num_examples = 3
   workdir = str(tmp_path / name)
   with tfds.testing.mock_data(num_examples=8):
-    result = training.train(config, workdir)
+    result = loop.run(config, workdir)
     assert result.step == 2 and result.stopped_by is None
-    metrics = evaluation.evaluate(config, workdir, verbose=False)
+    metrics = evaluation.run(config, workdir, verbose=False)
   records = [json.loads(line) for line in open(f"{workdir}/metrics.jsonl")]
   assert [r["step"] for r in records] == [1, 2]
   assert metrics["num_examples"] == 3 and len(metrics["rows"]) == 6

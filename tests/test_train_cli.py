@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from overfeat_jax.errors import CheckpointError
-from overfeat_jax.models.overfeat import build_model
-from overfeat_jax.training import classification
+from overfeat_jax.tasks import classification
 
 from cli_helpers import assert_one_line_error, train_cli
 
@@ -40,15 +39,15 @@ def test_train_cli_runs_end_to_end(trained, digits_data_dir):
   # What evaluate.py does: the parameters come back for the same model, and only for it.
   from ml_collections import ConfigDict
   cfg = ConfigDict(config)
-  params, step = classification.restore_params(str(workdir), build_model(cfg.model, 10), cfg)
+  params, step = classification.restore_params(cfg, str(workdir))
   assert step == 2
   assert jax.tree.structure(params) == jax.tree.structure(
-      classification.params_template(build_model(cfg.model, 10)))
+      classification.params_template(classification.model_from_config(cfg)))
   cfg.model.compute_dtype = "bfloat16"  # does not shape the parameters: fine for evaluation
-  assert classification.restore_params(str(workdir), build_model(cfg.model, 10), cfg)[1] == 2
+  assert classification.restore_params(cfg, str(workdir))[1] == 2
   cfg.model.width = 0.25
   with pytest.raises(CheckpointError, match="different model"):
-    classification.restore_params(str(workdir), build_model(cfg.model, 10), cfg)
+    classification.restore_params(cfg, str(workdir))
 
 
 def test_resuming_with_another_model_is_a_one_line_error(trained, digits_data_dir):

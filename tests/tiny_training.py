@@ -24,7 +24,9 @@ import ml_collections
 import numpy as np
 
 from overfeat_jax.config import base_config
-from overfeat_jax.training import loop, steps
+from overfeat_jax.tasks import classification
+from overfeat_jax.tasks.base import Task
+from overfeat_jax.training import loop
 
 NUM_RECORDS = 96
 NUM_CLASSES = 4
@@ -99,7 +101,7 @@ class SlowLoader:
     return SlowIterator(iter(self.loader), self.delay)
 
 
-def tiny_task(config: ml_collections.ConfigDict, *, step_delay: float = 0.0) -> loop.Task:
+def tiny_task(config: ml_collections.ConfigDict, *, step_delay: float = 0.0) -> Task:
   """The tiny task for `config` (reads seed, input.batch_size, model.width, model.dropout_rate)."""
   model = TinyNet(hidden=max(1, int(128 * config.model.width)), dropout_rate=config.model.dropout_rate)
   records = tiny_records()
@@ -119,7 +121,7 @@ def tiny_task(config: ml_collections.ConfigDict, *, step_delay: float = 0.0) -> 
         operations=[grain.transforms.Batch(config.input.batch_size // process_count, drop_remainder=True)])
     return SlowLoader(loader, step_delay) if step_delay else loader
 
-  return loop.Task(init_params=init_params, loss_fn=steps.classification_loss_fn(apply),
+  return Task(init_params=init_params, loss_fn=classification.classification_loss_fn(apply),
                    make_loader=make_loader, steps_per_epoch=NUM_RECORDS // config.input.batch_size,
                    signature={"model": config.model.to_dict(), "num_classes": NUM_CLASSES})
 

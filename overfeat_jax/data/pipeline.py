@@ -147,23 +147,7 @@ def train_steps_per_epoch(config: ml_collections.ConfigDict, num_records: int) -
 def canvas_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """(Hc, Wc) = (max H, max W) over config.eval.scales: every eval image is delivered at this size."""
   scales = tuple(tuple(s) for s in config.eval.scales)
-  if not scales or any(len(s) != 2 or min(s) <= 0 for s in scales):
-    raise ConfigError(f"config.eval.scales must be non-empty (H, W) pairs, got {config.eval.scales}")
   return max(h for h, _ in scales), max(w for _, w in scales)
-
-
-def _check_input(config: ml_collections.ConfigDict) -> None:
-  inp = config.input
-  if inp.crop_size <= 0 or inp.resize_short < inp.crop_size:
-    raise ConfigError(
-        f"config.input.crop_size={inp.crop_size} must be positive and at most "
-        f"config.input.resize_short={inp.resize_short}")
-  if len(inp.mean) != 3 or len(inp.std) != 3 or min(inp.std) <= 0:
-    raise ConfigError(f"config.input.mean/std need 3 values (std > 0), got {inp.mean} / {inp.std}")
-  if inp.num_workers < 0 or inp.prefetch < 0:
-    raise ConfigError("config.input.num_workers and config.input.prefetch must be >= 0")
-  if not 0 <= config.seed < 2**32:
-    raise ConfigError(f"config.seed={config.seed} must be in [0, 2**32) (grain's shuffle seed)")
 
 
 def _check_process(process_index: int, process_count: int) -> None:
@@ -270,7 +254,6 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
     DataError: see `load_source`; or a dataset without image-level labels.
   """
   _check_process(process_index, process_count)
-  _check_input(config)
   _prepare_workers(config.input.num_workers)
   spec = get_dataset_spec(config.dataset.name)
   if spec.label_key is None:
@@ -378,7 +361,6 @@ def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
     ConfigError: bad eval scales or eval batch size. DataError: see `load_source`.
   """
   _check_process(process_index, process_count)
-  _check_input(config)
   _prepare_workers(config.input.num_workers)
   canvas = canvas_size(config)
   global_batch = config.input.eval_batch_size

@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from overfeat_jax.config import validate_config
+from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.evaluation import dense, metrics
-from overfeat_jax.models.overfeat import OverFeat, build_model
-from overfeat_jax.training import classification as training
-from overfeat_jax.training import mesh as mesh_lib
+from overfeat_jax.models.overfeat import OverFeat
+from overfeat_jax.tasks import classification as task
 
 
 def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None:
@@ -31,7 +30,7 @@ def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None
   The centre crop must be the model's training input, and every test scale large enough that every
   pooling offset still leaves one full classifier window (the fine grid's requirement).
   """
-  training.check_input_size(model, config)
+  task.check_input_size(model, config)
   need = model.arch.fine_min_size
   for h, w in config.eval.scales:
     if min(h, w) < need:
@@ -87,6 +86,8 @@ def format_table(results: dict[str, dict[str, float]], titles: dict[str, str]) -
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True) -> dict:
   """Restores the latest checkpoint in `workdir` and evaluates it on config.dataset.eval_split.
 
+  `config` must have passed `validate_config` (`evaluation.run.run` does both).
+
   Returns:
     {'rows': {row: {'top1_error', 'top5_error', 'title'}}, 'num_examples', 'step', ...}; the same is
     written to `workdir/eval/metrics.json`.
@@ -94,12 +95,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
     CheckpointError when `workdir` holds no checkpoint or one of another model; ConfigError /
     InputSizeError / DataError for a config that cannot be evaluated.
   """
-  validate_config(config)
-  model = build_model(config.model, config.dataset.num_classes)
+  model = task.model_from_config(config)
   check_eval_sizes(model, config)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_divisible(config.input.eval_batch_size, mesh, "input.eval_batch_size")
-  params, step = training.restore_params(workdir, model, config)
+  params, step = task.restore_params(config, workdir)
   variables = {"params": params}
 
   step_fn = jax.jit(

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from overfeat_jax.errors import ConfigError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models.overfeat import OverFeat
 from overfeat_jax.ops import pooling
 
@@ -31,7 +31,6 @@ ROW_MULTI = "N scales, fine stride"
 ROW_MULTI_FLIP = "N scales, fine stride, flips"
 ROWS = (ROW_CENTRE, ROW_TEN_VIEWS, ROW_COARSE, ROW_FINE, ROW_MULTI, ROW_MULTI_FLIP)
 
-SPATIAL_REDUCTIONS = ("max", "mean")
 # Order of `ten_views`: the 5 crops, then the same 5 crops flipped horizontally.
 VIEW_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 CENTRE_VIEW = VIEW_NAMES.index("centre")
@@ -69,10 +68,6 @@ def resize_to_cover(images: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 def _resize_short_side(canvas: jax.Array, resize_short: int, crop: int) -> jax.Array:
   """Aspect-preserving resize of [B, Hc, Wc, 3] so the short side is `resize_short`."""
-  if crop > resize_short:
-    raise ConfigError(
-        f"crop size {crop} is larger than eval.resize_short {resize_short}: the crop must fit in "
-        f"the resized image")
   _, hc, wc, _ = canvas.shape
   scale = resize_short / min(hc, wc)
   new_h, new_w = max(resize_short, round(hc * scale)), max(resize_short, round(wc * scale))
@@ -153,40 +148,17 @@ def dense_class_map(model: OverFeat, variables, images: jax.Array, *, fine: bool
   return _fine_map_from_features(model, variables, prepool)
 
 
-def _check_reduce(reduce: str) -> None:
-  if reduce not in SPATIAL_REDUCTIONS:
-    raise ConfigError(
-        f"unknown eval.spatial_reduce {reduce!r}; allowed values: {', '.join(SPATIAL_REDUCTIONS)}")
-
-
 def class_scores(class_map: jax.Array, reduce: str = "max") -> jax.Array:
   """Softmax at each position, then one score per class over positions.
 
   class_map: [B, H', W', K] logits -> float32 [B, K]; reduce 'max' (the paper's spatial max) or
   'mean'.
   """
-  _check_reduce(reduce)
   probs = jax.nn.softmax(class_map.astype(jnp.float32), axis=-1)
   return probs.max(axis=(1, 2)) if reduce == "max" else probs.mean(axis=(1, 2))
 
 
 Scales = list[tuple[int, int]]  # (H, W) per test scale
-
-
-def _scale_config(eval_cfg: ml_collections.ConfigDict) -> tuple[Scales, int, tuple[int, ...]]:
-  """(scales, single_scale, multi_scales) from eval_cfg, with ConfigError for bad indices."""
-  scales = [(int(h), int(w)) for h, w in eval_cfg.scales]
-  single = int(eval_cfg.single_scale)
-  multi = tuple(int(i) for i in eval_cfg.multi_scales)
-  if not scales:
-    raise ConfigError("eval.scales is empty: give at least one (H, W) test scale")
-  if not multi:
-    raise ConfigError("eval.multi_scales is empty: give at least one index into eval.scales")
-  for key, index in [("eval.single_scale", single)] + [("eval.multi_scales", i) for i in multi]:
-    if not 0 <= index < len(scales):
-      raise ConfigError(
-          f"{key} index {index} is out of range for eval.scales ({len(scales)} scales)")
-  return scales, single, multi
 
 
 def evaluate_views(model: OverFeat, variables, canvas: jax.Array,
@@ -207,9 +179,10 @@ def evaluate_views(model: OverFeat, variables, canvas: jax.Array,
   once per distinct test scale, with the flipped copy in the same batch; the single-scale fine row
   is shared with the multi-scale rows, and the coarse row reuses the same pre-pool map.
   """
-  scales, single, multi = _scale_config(eval_cfg)
+  scales = [(int(h), int(w)) for h, w in eval_cfg.scales]
+  single = int(eval_cfg.single_scale)
+  multi = tuple(int(i) for i in eval_cfg.multi_scales)
   reduce = eval_cfg.spatial_reduce
-  _check_reduce(reduce)
   b = canvas.shape[0]
   rows: dict[str, jax.Array] = {}
 

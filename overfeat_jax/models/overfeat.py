@@ -26,12 +26,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from overfeat_jax.errors import ConfigError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.ops import pooling
 
 NO_POOL = 0  # ConvLayer.pool value for a layer without max pooling.
-VARIANTS = ("fast", "accurate")
-INITS = ("paper", "he")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -160,14 +158,6 @@ def build_architecture(variant: str, *, width: float = 1.0, stem_kernel: int = 0
     The Architecture; its train_size (field of view) follows from the layers, fc_kernel stays the
     paper's 6 / 5.
   """
-  if variant not in PAPER_ARCHITECTURES:
-    raise ConfigError(f"unknown model.variant {variant!r}; allowed values: {', '.join(VARIANTS)}")
-  if not width > 0:
-    raise ConfigError(f"model.width must be > 0, got {width}")
-  if stem_kernel < 0 or stem_stride < 0:
-    raise ConfigError(
-        f"model.stem_kernel / model.stem_stride must be >= 0 (0 = the paper's), got "
-        f"{stem_kernel} / {stem_stride}")
   paper = PAPER_ARCHITECTURES[variant]
   convs = []
   for i, layer in enumerate(paper.convs):
@@ -250,11 +240,8 @@ def param_count(params: Any) -> int:
 
 def _kernel_init(init: str) -> nn.initializers.Initializer:
   """'paper': N(0, 0.01^2) (SPEC A3); 'he': variance scaling, fan-in, normal (small CPU nets)."""
-  if init == "paper":
-    return nn.initializers.normal(stddev=0.01)
-  if init == "he":
-    return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-  raise ConfigError(f"unknown model.init {init!r}; allowed values: {', '.join(INITS)}")
+  return {"paper": nn.initializers.normal(stddev=0.01),
+          "he": nn.initializers.variance_scaling(2.0, "fan_in", "normal")}[init]
 
 
 class FeatureExtractor(nn.Module):
@@ -409,20 +396,9 @@ class OverFeat(nn.Module):
 def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int) -> OverFeat:
   """The OverFeat module described by `config.model` (see overfeat_jax/config.py).
 
-  Raises ConfigError naming the key for an unknown variant, init or compute dtype.
+  Values are checked once, by `overfeat_jax.config.validate_config`.
   """
   arch = build_architecture(model_cfg.variant, width=model_cfg.width,
                             stem_kernel=model_cfg.stem_kernel, stem_stride=model_cfg.stem_stride)
-  if model_cfg.init not in INITS:
-    raise ConfigError(
-        f"unknown model.init {model_cfg.init!r}; allowed values: {', '.join(INITS)}")
-  if model_cfg.compute_dtype not in COMPUTE_DTYPES:
-    raise ConfigError(
-        f"unknown model.compute_dtype {model_cfg.compute_dtype!r}; allowed values: "
-        f"{', '.join(COMPUTE_DTYPES)}")
-  if not 0.0 <= model_cfg.dropout_rate < 1.0:
-    raise ConfigError(f"model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate}")
-  if num_classes < 1:
-    raise ConfigError(f"dataset.num_classes must be >= 1, got {num_classes}")
   return OverFeat(arch=arch, num_classes=num_classes, dropout_rate=model_cfg.dropout_rate,
                   weight_init=model_cfg.init, dtype=COMPUTE_DTYPES[model_cfg.compute_dtype])

@@ -1,7 +1,7 @@
 """The generic training loop: mesh, one jitted step, progress, checkpoints, resume, graceful stop.
 
-It knows nothing of a particular model: a `Task` supplies the parameters' init, the loss and the data
-(`classification.classification_task` builds the OverFeat one from the config). Everything a run
+It knows nothing of a particular model: a `tasks.base.Task` supplies the parameters' init, the loss and
+the data (`run` picks the task module of `config.task` and asks it for one). Everything a run
 makes goes into `workdir` (DESIGN "Conventions"): `config.json`, `metrics.jsonl`, `checkpoints/`.
 Rerunning the same command resumes from the last checkpoint, data position included.
 """
@@ -18,9 +18,13 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from overfeat_jax import checkpoint_io
+from overfeat_jax import mesh as mesh_lib
+from overfeat_jax import tasks
+from overfeat_jax.config import validate_config
 from overfeat_jax.errors import CheckpointError, ConfigError
+from overfeat_jax.tasks.base import Task
 from overfeat_jax.training import checkpoint as checkpoint_lib
-from overfeat_jax.training import mesh as mesh_lib
 from overfeat_jax.training import optim
 from overfeat_jax.training import progress as progress_lib
 from overfeat_jax.training import steps as steps_lib
@@ -28,27 +32,6 @@ from overfeat_jax.training.interrupt import StopRequest
 from overfeat_jax.training.state import TrainState
 
 CONFIG_FILE = "config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """What the loop needs from a task.
-
-  Attributes:
-    init_params: rng key -> parameter pytree (pure; the loop calls it under `jax.eval_shape` and jit).
-    loss_fn: (params, global batch, dropout rng) -> (scalar loss, {name: scalar}) (see steps.LossFn).
-    make_loader: (process_index, process_count) -> a grain DataLoader / Dataset whose `iter()` yields
-      this process's batches (dicts of numpy arrays, leading axis batch_size / process_count) forever,
-      with a checkpointable iterator (get_state / set_state).
-    steps_per_epoch: optimizer steps in one epoch of the training split.
-    signature: JSON-able description of the model (stored with each checkpoint and compared on
-      resume), e.g. {'model': config.model, 'num_classes': K}.
-  """
-  init_params: Callable[[jax.Array], Any]
-  loss_fn: steps_lib.LossFn
-  make_loader: Callable[[int, int], Any]
-  steps_per_epoch: int
-  signature: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +51,6 @@ def total_steps(train_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> i
   return total
 
 
-def check_train_config(train_cfg: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for a non-positive logging / checkpoint interval."""
-  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
-    if train_cfg[key] < 1:
-      raise ConfigError(f"train.{key} must be >= 1, got {train_cfg[key]}")
-
-
 def check_config_json(workdir: str, config: ml_collections.ConfigDict) -> None:
   """On resume: the workdir's config.json must describe the same model, else CheckpointError."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -82,8 +58,8 @@ def check_config_json(workdir: str, config: ml_collections.ConfigDict) -> None:
     return
   with open(path) as f:
     saved = json.load(f)
-  differences = checkpoint_lib.signature_differences(
-      {"model": saved.get("model")}, {"model": checkpoint_lib.as_json(config.model.to_dict())})
+  differences = checkpoint_io.signature_differences(
+      {"model": saved.get("model")}, {"model": checkpoint_io.as_json(config.model.to_dict())})
   if differences:
     raise CheckpointError(f"checkpoint in {os.path.abspath(workdir)} was written for a different model "
                           f"({path}): " + "; ".join(differences).replace("(checkpoint)", "(config.json)")
@@ -139,7 +115,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     CheckpointError: the workdir holds a checkpoint of a different model.
     LossNotFiniteError: the loss became NaN/Inf (names the step).
   """
-  check_train_config(config.train)
   is_chief = jax.process_index() == 0
   out = sys.stdout if is_chief else None
   mesh = mesh_lib.make_mesh()
@@ -156,7 +131,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
   os.makedirs(workdir, exist_ok=True)
   checkpoints = checkpoint_lib.TrainCheckpoints(
       workdir, keep=config.train.keep_checkpoints,
-      signature=checkpoint_lib.make_signature(task.signature, abstract_params))
+      signature=checkpoint_io.make_signature(task.signature, abstract_params))
   try:
     state, data_iterator = _restore_or_init(
         config, workdir, checkpoints, mesh, create_state, init_rng,
@@ -194,3 +169,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
   finally:
     checkpoints.close()
   return TrainResult(state=state, step=step, stopped_by=stopped_by)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+  """Validates `config` and trains its task (`config.task`) in `workdir`: what train.py runs.
+
+  Raises:
+    ConfigError, DataError, CheckpointError, LossNotFiniteError: one-line user errors.
+  """
+  validate_config(config)
+  return train(config, workdir, tasks.get_task(config).training_task(config))

@@ -4,6 +4,13 @@ Weight decay is the classic L2 penalty: `weight_decay * w` is ADDED TO THE GRADI
 before momentum (the gradient of `weight_decay / 2 * ||w||^2`), not decoupled AdamW-style. It applies
 to kernels only (leaves with ndim >= 2: conv and FC-as-conv weights); biases (1-D leaves) are not
 decayed, as in cuda-convnet-era nets, since pulling biases to zero does not regularise the function.
+
+Momentum comes in two flavours (`optimizer.dampening`): heavy-ball, v <- m v + g (optax's SGD,
+dampening 0), and Torch7's damped momentum, v <- m v + (1 - d) g, which the paper's trainer used with
+d = m by default. (Torch7 starts its buffer at the first undamped gradient; here it starts at zero,
+so only the first step differs, by the factor 1 - d.)
+
+Config values are validated once, by `overfeat_jax.config.validate_config`.
 """
 
 from __future__ import annotations
@@ -15,43 +22,29 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from overfeat_jax.errors import ConfigError
-
 # The factor applied to the learning rate at each boundary of the schedule (SPEC A3: "halved").
 HALVING_FACTOR = 0.5
 
 
-def halving_boundaries(opt_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, ...]:
-  """Steps at which the learning rate is halved: `epoch * steps_per_epoch` for each configured epoch.
-
-  Raises:
-    ConfigError: `steps_per_epoch` < 1, or `optimizer.halve_at_epochs` holds a negative or
-      non-integer epoch.
-  """
-  if steps_per_epoch < 1:
-    raise ConfigError(f"steps per epoch must be >= 1, got {steps_per_epoch} (is input.batch_size larger "
-                      "than the training split?)")
-  epochs = tuple(opt_cfg.halve_at_epochs)
-  for epoch in epochs:
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-      raise ConfigError(f"optimizer.halve_at_epochs must hold non-negative integer epochs, got {epochs}")
-  return tuple(sorted(epoch * steps_per_epoch for epoch in epochs))
-
-
 def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-  """The step-halving schedule (SPEC A3).
+  """The step-halving schedule (SPEC A3), after an optional linear warm-up.
 
-  `lr(step) = learning_rate * 0.5 ** (number of boundaries b with step >= b)`, where the boundaries
-  are `epoch * steps_per_epoch` for each epoch in `optimizer.halve_at_epochs`: "halved after epoch
-  30" means the first step of epoch 31 (0-based step `30 * steps_per_epoch`) uses the halved rate.
-  `step` is the number of updates already applied (`TrainState.step`); a scalar int array or int.
+  `lr(step) = learning_rate * 0.5 ** (number of boundaries b with step >= b) * warmup(step)`, where
+  the boundaries are `epoch * steps_per_epoch` for each epoch in `optimizer.halve_at_epochs`: "halved
+  after epoch 30" means the first step of epoch 31 (0-based step `30 * steps_per_epoch`) uses the
+  halved rate. `warmup(step) = min(1, (step + 1) / warmup_steps)` with `warmup_steps =
+  round(warmup_epochs * steps_per_epoch)` (1 without warm-up). `step` is the number of updates already
+  applied (`TrainState.step`); a scalar int array or int.
   """
-  boundaries = jnp.asarray(halving_boundaries(opt_cfg, steps_per_epoch), jnp.int32)  # [N]
-  base = float(opt_cfg.learning_rate)
+  halvings = {int(epoch) * steps_per_epoch: HALVING_FACTOR for epoch in opt_cfg.halve_at_epochs}
+  halving = optax.piecewise_constant_schedule(float(opt_cfg.learning_rate), halvings)
+  warmup_steps = round(float(opt_cfg.warmup_epochs) * steps_per_epoch)
+  if warmup_steps <= 1:
+    return halving
 
   def schedule(step: jax.Array | int) -> jax.Array:
-    num_halvings = jnp.sum(jnp.asarray(step) >= boundaries)
-    return jnp.asarray(base, jnp.float32) * HALVING_FACTOR ** num_halvings.astype(jnp.float32)
+    ramp = jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup_steps)
+    return halving(step) * ramp
 
   return schedule
 
@@ -63,18 +56,13 @@ def decay_mask(params: Any) -> Any:
 
 def make_optimizer(opt_cfg: ml_collections.ConfigDict,
                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with momentum `optimizer.momentum`, L2 weight decay `optimizer.weight_decay` on kernels.
+  """SGD with momentum m, dampening d and L2 weight decay wd on kernels.
 
-  One update: `g' = g + wd * w` (kernels only), `v = momentum * v + g'`, `w = w - lr(step) * v`.
-
-  Raises:
-    ConfigError: a negative learning rate, momentum or weight decay, or a bad schedule (see
-      `halving_boundaries`).
+  One update: `g' = g + wd * w` (kernels only), `v = m * v + (1 - d) * g'`, `w = w - lr(step) * v`.
   """
-  for key in ("learning_rate", "momentum", "weight_decay"):
-    if opt_cfg[key] < 0:
-      raise ConfigError(f"optimizer.{key} must be >= 0, got {opt_cfg[key]}")
+  dampening = float(opt_cfg.dampening)
   return optax.chain(
       optax.add_decayed_weights(float(opt_cfg.weight_decay), mask=decay_mask),
+      optax.scale(1.0 - dampening) if dampening else optax.identity(),
       optax.sgd(learning_rate_schedule(opt_cfg, steps_per_epoch), momentum=float(opt_cfg.momentum)),
   )

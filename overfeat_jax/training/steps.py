@@ -1,4 +1,4 @@
-"""One pure training step (STYLE "Take" 2-3) and the classification loss (SPEC A3).
+"""One pure training step (STYLE "Take" 2-3), generic over tasks.
 
 A task supplies `loss_fn(params, batch, rng) -> (loss, aux)`; `train_step` differentiates it, applies
 the optimizer and returns the new state with scalar metrics. `compile_train_step` binds the static
@@ -11,46 +11,12 @@ import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from overfeat_jax.training import mesh as mesh_lib
+from overfeat_jax import mesh as mesh_lib
+from overfeat_jax.tasks.base import Batch, LossFn
 from overfeat_jax.training.state import TrainState
-
-Batch = dict[str, jax.Array]
-# (params, batch, dropout rng) -> (scalar loss, {name: scalar}) — differentiated w.r.t. params.
-LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-# (params, images [B, S, S, 3], dropout rng) -> logits [B, K]
-ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy (SPEC A3).
-
-  Args:
-    logits: [B, K] float.
-    labels: [B] int32 class indices in [0, K).
-  Returns:
-    [] float32, the mean over the batch of -log softmax(logits)[label].
-  """
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # [B]
-  return jnp.mean(losses)
-
-
-def top1_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Fraction of rows whose highest logit is the label: logits [B, K], labels [B] -> [] float32."""
-  return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
-
-
-def classification_loss_fn(apply_fn: ApplyFn) -> LossFn:
-  """The classification loss for a model: batch {'image': [B, S, S, 3], 'label': [B]} -> CE, accuracy."""
-
-  def loss_fn(params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    logits = apply_fn(params, batch["image"], rng)  # [B, K]
-    return softmax_cross_entropy(logits, batch["label"]), {"accuracy": top1_accuracy(logits, batch["label"])}
-
-  return loss_fn
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_fn: LossFn,

@@ -1,26 +1,29 @@
-"""The OverFeat classification task (SPEC A3) for the generic loop, built from the config.
+"""The OverFeat classification task (SPEC A3): model, parameters, signature, restore, loss and data.
 
-Also the matching restore for evaluation (`restore_params`), so that the signature a checkpoint is
-written with and the one it is checked against come from one function.
+The signature a checkpoint is written with (`model_signature`) and the one evaluation checks it
+against (`architecture_signature`) come from this one module.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
+from overfeat_jax import checkpoint_io
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import ConfigError
 from overfeat_jax.models.overfeat import OverFeat, build_model
-from overfeat_jax.training import checkpoint as checkpoint_lib
-from overfeat_jax.training import loop, steps
-
+from overfeat_jax.tasks.base import Batch, LossFn, Task
 
 # The config.model fields that decide the parameters' shapes (the others: init, dropout, compute dtype).
 ARCHITECTURE_KEYS = ("variant", "width", "stem_kernel", "stem_stride")
+
+# (params, images [B, S, S, 3], dropout rng) -> logits [B, K]
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 def model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -32,6 +35,11 @@ def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What evaluation must match: the part of `model_signature` that shapes the parameters."""
   return {"model": {key: config.model[key] for key in ARCHITECTURE_KEYS},
           "num_classes": config.dataset.num_classes}
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> OverFeat:
+  """The OverFeat module of config.model for config.dataset.num_classes classes."""
+  return build_model(config.model, config.dataset.num_classes)
 
 
 def check_input_size(model: OverFeat, config: ml_collections.ConfigDict) -> None:
@@ -55,14 +63,42 @@ def params_template(model: OverFeat) -> Any:
   return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
 
 
-def classification_task(config: ml_collections.ConfigDict) -> loop.Task:
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy (SPEC A3).
+
+  Args:
+    logits: [B, K] float.
+    labels: [B] int32 class indices in [0, K).
+  Returns:
+    [] float32, the mean over the batch of -log softmax(logits)[label].
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # [B]
+  return jnp.mean(losses)
+
+
+def top1_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Fraction of rows whose highest logit is the label: logits [B, K], labels [B] -> [] float32."""
+  return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+
+def classification_loss_fn(apply_fn: ApplyFn) -> LossFn:
+  """The classification loss for a model: batch {'image': [B, S, S, 3], 'label': [B]} -> CE, accuracy."""
+
+  def loss_fn(params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    logits = apply_fn(params, batch["image"], rng)  # [B, K]
+    return softmax_cross_entropy(logits, batch["label"]), {"accuracy": top1_accuracy(logits, batch["label"])}
+
+  return loss_fn
+
+
+def training_task(config: ml_collections.ConfigDict) -> Task:
   """OverFeat (config.model) on config.dataset's training split with softmax cross-entropy.
 
   Raises:
-    ConfigError: a bad model config, or input.crop_size != the model's training size.
+    ConfigError: input.crop_size != the model's training size, or a batch larger than the split.
     DataError: the dataset cannot be loaded (see data.pipeline.load_source).
   """
-  model = build_model(config.model, config.dataset.num_classes)
+  model = model_from_config(config)
   check_input_size(model, config)
   num_records = len(pipeline.load_source(config.dataset, config.dataset.train_split))
   steps_per_epoch = pipeline.train_steps_per_epoch(config, num_records)
@@ -76,24 +112,19 @@ def classification_task(config: ml_collections.ConfigDict) -> loop.Task:
   def make_loader(process_index: int, process_count: int) -> Any:
     return pipeline.train_loader(config, process_index=process_index, process_count=process_count)
 
-  return loop.Task(init_params=lambda rng: init_params(model, rng),
-                   loss_fn=steps.classification_loss_fn(apply),
-                   make_loader=make_loader,
-                   steps_per_epoch=steps_per_epoch,
-                   signature=model_signature(config))
+  return Task(init_params=lambda rng: init_params(model, rng),
+              loss_fn=classification_loss_fn(apply),
+              make_loader=make_loader,
+              steps_per_epoch=steps_per_epoch,
+              signature=model_signature(config))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> loop.TrainResult:
-  """Trains the classification task of `config` in `workdir` (what train.py runs)."""
-  return loop.train(config, workdir, classification_task(config))
-
-
-def restore_params(workdir: str, model: OverFeat, config: ml_collections.ConfigDict) -> tuple[Any, int]:
-  """(params, step) of the latest checkpoint in `workdir`, checked against `model` and config.model's
+def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
+  """(params, step) of the latest checkpoint in `workdir`, checked against config.model's
   architecture fields (so a bfloat16 evaluation of a float32-trained run is fine).
 
   Raises:
     CheckpointError: no checkpoint, or one written for a different model.
   """
-  return checkpoint_lib.restore_params(workdir, params_template(model),
-                                       task_signature=architecture_signature(config))
+  return checkpoint_io.restore_params(workdir, params_template(model_from_config(config)),
+                                      task_signature=architecture_signature(config))

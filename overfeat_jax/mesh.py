@@ -1,7 +1,7 @@
 """The device mesh (DESIGN "Conventions: Devices"): batches sharded over axis 'data', parameters replicated.
 
-`jax.sharding.Mesh` is used rather than `jax.make_mesh`, which in jax 0.10 makes Explicit axes; the
-train step relies on Auto axes (jit inserts the gradient all-reduce itself).
+Shared by training and evaluation (neither imports the other). The axis is Auto (`jax.make_mesh`
+defaults to Explicit in jax 0.10): the train step relies on jit inserting the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ DATA_AXIS = "data"
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """One 1-D mesh over `devices` (default: all devices of all processes) with axis 'data'."""
-  devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
