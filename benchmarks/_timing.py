@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from overfeat_jax.cpu_flags import CPU_CONV_FLAG, use_fast_cpu_convolutions
 from overfeat_jax.models.overfeat import Architecture, OverFeat, fc_names, layer_map_sizes
 from overfeat_jax.ops import pooling
 
@@ -199,17 +200,19 @@ def matmul_gflops(n: int, *, runs: int = 5, device: jax.Device | None = None) ->
 # ------------------------------------------------------------------------------------------------
 # XLA:CPU convolution library
 
-# jaxlib 0.10's XLA:CPU hands convolutions (and dots) to YNNPACK by default; this flag value removes
-# convolutions from that set so that they run on XLA's Eigen path (dots stay on YNNPACK). Unknown
-# XLA flags abort the process, so it is only ever set on request (--cpu-conv eigen).
-EIGEN_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-CPU_CONV_CHOICES = ("default", "eigen")
+# jaxlib 0.10's XLA:CPU hands convolutions (and dots) to YNNPACK by default; the CLIs, the library's
+# notebook users and the tests move convolutions to XLA's Eigen path (overfeat_jax.cpu_flags; dots
+# stay on YNNPACK). By default the benchmarks run exactly what the CLIs run ('cli'); 'ynnpack' leaves
+# XLA_FLAGS as the user set them, to compare with jaxlib's own choice.
+EIGEN_CONV_FLAG = CPU_CONV_FLAG
+CPU_CONV_CHOICES = ("cli", "ynnpack")
 
 
 def request_cpu_conv(choice: str) -> None:
-  """Adds EIGEN_CONV_FLAG to XLA_FLAGS for choice 'eigen'; call before jax initialises a backend."""
-  if choice == "eigen" and EIGEN_CONV_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + EIGEN_CONV_FLAG).strip()
+  """'cli': the CLIs' XLA:CPU settings (cpu_flags.use_fast_cpu_convolutions); 'ynnpack': jaxlib's
+  defaults. Call before jax initialises a backend."""
+  if choice == "cli":
+    use_fast_cpu_convolutions()
 
 
 def cpu_conv_library() -> str:

@@ -1,7 +1,7 @@
 """Dense evaluation with offset max-pooling vs the naive per-window classifier (SPEC A4).
 
   python benchmarks/dense_eval.py                    # the paper's accurate model, ~5-8 min on 2 cores
-  python benchmarks/dense_eval.py --cpu-conv eigen   # the same with XLA:CPU's Eigen convolutions
+  python benchmarks/dense_eval.py --cpu-conv ynnpack # the same with jaxlib's default YNNPACK convolutions
   python benchmarks/dense_eval.py --width 0.125 --runs 2   # quick smoke run (same image, same grid)
   python benchmarks/dense_eval.py --model fast       # fast model: 2x2 offsets
 
@@ -60,9 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--runs", type=int, default=5, help="timed calls of (i), (ii) and features")
   parser.add_argument("--naive-runs", type=int, default=1, help="timed full passes of (iii)")
   parser.add_argument("--chunk", type=int, default=30, help="windows per call in (iii)")
-  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="default",
-                      help="XLA:CPU convolution library: 'default' (jaxlib's choice, YNNPACK in jax "
-                           "0.10) or 'eigen' (adds " + _timing.EIGEN_CONV_FLAG + " to XLA_FLAGS)")
+  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="cli",
+                      help="XLA:CPU convolutions: 'cli' (default: what train.py / evaluate.py run, "
+                           "XLA's Eigen convolutions via " + _timing.EIGEN_CONV_FLAG + ") or "
+                           "'ynnpack' (jaxlib 0.10's default, XLA_FLAGS left as they are)")
   parser.add_argument("--matmul-size", type=int, default=4096,
                       help="side of the square float32 matmul reference (default 4096)")
   parser.add_argument("--platforms", default="",

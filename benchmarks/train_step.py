@@ -3,7 +3,7 @@
   python benchmarks/train_step.py                                  # all three configs
   python benchmarks/train_step.py --configs quickstart --steps 10
   python benchmarks/train_step.py --configs overfeat_fast_imagenet --batch 32
-  python benchmarks/train_step.py --cpu-conv eigen                 # XLA:CPU's Eigen convolutions
+  python benchmarks/train_step.py --cpu-conv ynnpack               # jaxlib's default YNNPACK convolutions
 
 Runs the library's own jitted step (training.steps.compile_train_step over mesh.make_mesh,
 with the config's optimizer and schedule and the classification loss the training loop uses) on
@@ -48,9 +48,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--cpu-batch", type=int, default=8,
                       help="batch for full-size models on a CPU when --batch is 0 (default 8)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per config (default 5)")
-  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="default",
-                      help="XLA:CPU convolution library: 'default' (jaxlib's choice, YNNPACK in jax "
-                           "0.10) or 'eigen' (adds " + _timing.EIGEN_CONV_FLAG + " to XLA_FLAGS)")
+  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="cli",
+                      help="XLA:CPU convolutions: 'cli' (default: what train.py / evaluate.py run, "
+                           "XLA's Eigen convolutions via " + _timing.EIGEN_CONV_FLAG + ") or "
+                           "'ynnpack' (jaxlib 0.10's default, XLA_FLAGS left as they are)")
   parser.add_argument("--matmul-size", type=int, default=4096,
                       help="side of the square float32 matmul reference (default 4096)")
   return parser.parse_args(argv)

@@ -80,3 +80,11 @@ def test_unknown_key_added_in_code_is_rejected():
   config.model.depth = 3
   with pytest.raises(ConfigError, match=r"model\.depth"):
     validate_config(config)
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_an_unknown_task_is_a_one_line_error_from_both_clis(tmp_path, script):
+  from cli_helpers import assert_one_line_error, run_cli
+  proc = run_cli(script, tmp_path / "run", "--config.task=segmentation")
+  assert_one_line_error(proc, "config.task='segmentation' is invalid", "classification")
+  assert not (tmp_path / "run").exists()  # refused before anything was written
