@@ -7,6 +7,7 @@ ReLU and pooling are left out: they are < 0.5% of the total for these networks).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import pathlib
@@ -213,6 +214,16 @@ def request_cpu_conv(choice: str) -> None:
   defaults. Call before jax initialises a backend."""
   if choice == "cli":
     use_fast_cpu_convolutions()
+
+
+def add_machine_args(parser: argparse.ArgumentParser) -> None:
+  """The flags every benchmark shares: --cpu-conv and --matmul-size."""
+  parser.add_argument("--cpu-conv", choices=CPU_CONV_CHOICES, default="cli",
+                      help="XLA:CPU convolutions: 'cli' (default: what train.py / evaluate.py run, "
+                           "XLA's Eigen convolutions via " + EIGEN_CONV_FLAG + ") or "
+                           "'ynnpack' (jaxlib 0.10's default, XLA_FLAGS left as they are)")
+  parser.add_argument("--matmul-size", type=int, default=4096,
+                      help="side of the square float32 matmul reference (default 4096)")
 
 
 def cpu_conv_library() -> str:

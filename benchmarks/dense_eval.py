@@ -60,12 +60,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--runs", type=int, default=5, help="timed calls of (i), (ii) and features")
   parser.add_argument("--naive-runs", type=int, default=1, help="timed full passes of (iii)")
   parser.add_argument("--chunk", type=int, default=30, help="windows per call in (iii)")
-  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="cli",
-                      help="XLA:CPU convolutions: 'cli' (default: what train.py / evaluate.py run, "
-                           "XLA's Eigen convolutions via " + _timing.EIGEN_CONV_FLAG + ") or "
-                           "'ynnpack' (jaxlib 0.10's default, XLA_FLAGS left as they are)")
-  parser.add_argument("--matmul-size", type=int, default=4096,
-                      help="side of the square float32 matmul reference (default 4096)")
+  _timing.add_machine_args(parser)
   parser.add_argument("--platforms", default="",
                       help="comma-separated jax platforms to time on (default: cpu, and the default "
                            "backend if it is not cpu)")

@@ -48,12 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--cpu-batch", type=int, default=8,
                       help="batch for full-size models on a CPU when --batch is 0 (default 8)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per config (default 5)")
-  parser.add_argument("--cpu-conv", choices=_timing.CPU_CONV_CHOICES, default="cli",
-                      help="XLA:CPU convolutions: 'cli' (default: what train.py / evaluate.py run, "
-                           "XLA's Eigen convolutions via " + _timing.EIGEN_CONV_FLAG + ") or "
-                           "'ynnpack' (jaxlib 0.10's default, XLA_FLAGS left as they are)")
-  parser.add_argument("--matmul-size", type=int, default=4096,
-                      help="side of the square float32 matmul reference (default 4096)")
+  _timing.add_machine_args(parser)
   return parser.parse_args(argv)
 
 
