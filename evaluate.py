@@ -2,11 +2,19 @@
 
   python evaluate.py --config configs/quickstart.py --workdir workdirs/quickstart
 
-Restores the latest checkpoint in --workdir, prints top-1/top-5 error in the layout of the paper's
-Table 2 and writes it to <workdir>/eval/metrics.json.
+Restores the newest intact checkpoint in --workdir, prints top-1/top-5 error in the layout of the
+paper's Table 2 (naming the checkpoint step), then writes it to <workdir>/eval/metrics.json.
+Ctrl-C or SIGTERM stops it at once (status 130 / 143).
 """
 
-from overfeat_jax import cli
+from overfeat_jax import stop_signals
+
+# First (and only in the main process, not in grain workers that re-import this file), so that a
+# Ctrl-C during the imports below exits cleanly too.
+if __name__ == "__main__":
+  stop_signals.exit_on_signals("evaluation abandoned")
+
+from overfeat_jax import cli  # noqa: E402
 
 
 def main() -> None:

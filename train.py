@@ -3,15 +3,24 @@
   python train.py --config configs/quickstart.py --workdir workdirs/quickstart [--config.key=value ...]
 
 Writes <workdir>/checkpoints, config.json and metrics.jsonl. Rerunning the same command resumes from
-the last checkpoint. Ctrl-C or SIGTERM saves a checkpoint and exits with status 128 + the signal
-number (130 / 143), so that `train.py && evaluate.py` does not evaluate an unfinished run.
+the newest intact checkpoint. Ctrl-C or SIGTERM saves a checkpoint and exits with status 128 + the
+signal number (130 / 143), so that `train.py && evaluate.py` does not evaluate an unfinished run;
+before the first step (imports, data, restore, compile) there is nothing to save and it exits at once.
 """
 
 from __future__ import annotations
 
 import sys
 
-from overfeat_jax import cli
+from overfeat_jax import stop_signals
+
+# First (and only in the main process, not in grain workers that re-import this file), so that a
+# Ctrl-C during the imports below exits cleanly too.
+if __name__ == "__main__":
+  stop_signals.exit_on_signals("exited at once; rerun the same command to resume from the newest "
+                               "complete checkpoint, if any")
+
+from overfeat_jax import cli  # noqa: E402
 
 
 def main() -> None:

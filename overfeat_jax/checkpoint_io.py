@@ -5,26 +5,39 @@ the items named below; `signature` is JSON describing the model (the task's desc
 parameter's shape), so that a restore into a different model is refused with a `CheckpointError`
 naming the differences. `restore_params` is the read-only restore of the parameters alone
 (evaluation, prediction, a detector starting from a classifier).
+
+Damage (a truncated array file, a missing item) is told apart from a different model: `read_step`
+raises `DamagedStepError` for anything orbax cannot read, and `restore_newest_intact` then falls back
+to the newest step that reads back, with a warning on stderr naming each damaged step. A damaged step
+is never deleted (training moves it aside, evaluation leaves it where it is).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import sys
+from typing import Any, Callable, Iterable, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from overfeat_jax import mesh as mesh_lib
-from overfeat_jax.errors import CheckpointError
+from overfeat_jax.errors import CheckpointError, reason
 
 PARAMS = "params"
 OPTIMIZER = "optimizer"
 DATA = "data"
 SIGNATURE = "signature"
 CHECKPOINT_SUBDIR = "checkpoints"
+
+T = TypeVar("T")
+
+
+class DamagedStepError(Exception):
+  """A checkpoint step whose files cannot be read back; the message says why (internal: caught by
+  `restore_newest_intact`, which turns "none intact" into a CheckpointError)."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -49,11 +62,12 @@ def make_signature(task_signature: dict[str, Any], params: Any) -> dict[str, Any
 
 
 def signature_differences(saved: dict[str, Any], current: dict[str, Any], *, limit: int = 5,
-                          only_current_keys: bool = False) -> list[str]:
+                          only_current_keys: bool = False, saved_label: str = "checkpoint") -> list[str]:
   """Human-readable differences between two signatures, e.g. "task.model.width: 0.125 (checkpoint) vs
   0.25 (now)"; at most `limit` lines (then "... and N more"); [] when they match.
 
   With `only_current_keys`, keys that only `saved` has are not compared (`current` is a subset).
+  `saved_label` names where `saved` comes from (e.g. "config.json").
   """
   saved_flat = traverse_util.flatten_dict(saved, sep=".")
   current_flat = traverse_util.flatten_dict(current, sep=".")
@@ -63,7 +77,7 @@ def signature_differences(saved: dict[str, Any], current: dict[str, Any], *, lim
   for key in sorted(keys, key=lambda k: (not k.startswith("task."), k)):
     old, new = saved_flat.get(key, "<absent>"), current_flat.get(key, "<absent>")
     if old != new:
-      lines.append(f"{key}: {old} (checkpoint) vs {new} (now)")
+      lines.append(f"{key}: {old} ({saved_label}) vs {new} (now)")
   if len(lines) > limit:
     lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
   return lines
@@ -79,10 +93,86 @@ def check_signature(saved: dict[str, Any], current: dict[str, Any], directory: s
                           + " (use a new --workdir, or the config that wrote it)")
 
 
+def _no_checkpoint(directory: str) -> CheckpointError:
+  return CheckpointError(f"no checkpoint in {directory} (is --workdir the directory train.py wrote?)")
+
+
+def _is_orbax_echo(unraisable: Any) -> bool:
+  """Whether an error Python could not raise anywhere repeats one that orbax has raised already."""
+  if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+    return True
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def drop_orbax_echoes() -> None:
+  """Keeps the echoes of a failed read or write off stderr (process-wide, from the first call on).
+
+  When one array of a restore cannot be read, orbax abandons the other reads, and each raises again
+  as it is garbage-collected ("Exception ignored in: <coroutine ...>", 60 lines); when a background
+  save fails (a full disk), tensorstore's other writes call back into orbax's closed event loop and
+  each prints "RuntimeError: Event loop is closed". Both go through `sys.unraisablehook`; the failure
+  itself is raised once (and reported on one line), so these are dropped. Other unraisable errors
+  still reach the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orbax_echoes", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not _is_orbax_echo(unraisable):
+      previous(unraisable)
+
+  hook.drops_orbax_echoes = True
+  sys.unraisablehook = hook
+
+
+def read_step(manager: ocp.CheckpointManager, step: int, **items: Any) -> dict[str, Any]:
+  """`manager.restore(step)` of the named items (`ocp.args` restore arguments).
+
+  Raises:
+    DamagedStepError: orbax could not read them (a missing or truncated file, invalid JSON, ...).
+  """
+  try:
+    return manager.restore(step, args=ocp.args.Composite(**items))
+  except Exception as e:  # orbax re-raises tensorstore's read errors as a bare Exception
+    raise DamagedStepError(reason(e)) from e
+
+
+def restore_newest_intact(directory: str, steps: Iterable[int], restore: Callable[[int], T], *,
+                          set_aside: Callable[[int], str] | None = None) -> tuple[T, int]:
+  """`(restore(step), step)` for the newest of `steps` that `restore` reads without DamagedStepError.
+
+  Each newer, damaged step gets a warning on stderr (process 0) naming it and why, after
+  `set_aside(step)` (which returns where it went) if given; otherwise it is left in place.
+  Raises:
+    CheckpointError: no steps at all, or none intact (one line naming each step and why; nothing
+      is set aside then). Errors of `restore` other than DamagedStepError propagate.
+  """
+  damaged: list[tuple[int, str]] = []
+  for step in sorted(steps, reverse=True):
+    try:
+      restored = restore(step)
+    except DamagedStepError as e:
+      damaged.append((step, str(e)))
+      continue
+    for bad, why in damaged:
+      where = set_aside(bad) if set_aside else f"left in {directory}"
+      if jax.process_index() == 0:
+        print(f"warning: checkpoint step {bad} cannot be read ({why}); {where}; using step {step}, "
+              "the newest intact one", file=sys.stderr, flush=True)
+    return restored, step
+  if not damaged:
+    raise _no_checkpoint(directory)
+  raise CheckpointError(f"no intact checkpoint in {directory}: "
+                        + "; ".join(f"step {step} cannot be read ({why})" for step, why in damaged))
+
+
 def restore_params(workdir: str, params_template: Any, *, task_signature: dict[str, Any] | None = None,
                    step: int | None = None) -> tuple[Any, int]:
-  """The parameters of the latest (or given) checkpoint of a training run, for evaluation.
+  """The parameters of the newest intact (or the given) checkpoint of a training run, for evaluation.
 
+  A damaged newer step is skipped with a warning on stderr and left where it is.
   Args:
     workdir: the training run's work directory (holding `checkpoints/`).
     params_template: a pytree of arrays or `jax.ShapeDtypeStruct`s with the model's parameter
@@ -90,29 +180,31 @@ def restore_params(workdir: str, params_template: Any, *, task_signature: dict[s
       are restored replicated over all devices.
     task_signature: if given, these fields must equal the stored task signature's (a subset is
       fine: evaluation checks what shapes the parameters, not e.g. the training dropout rate).
+    step: restore this step only (no fall-back).
   Returns:
     (params, step): jax arrays with the template's structure, and the checkpoint's step.
   Raises:
-    CheckpointError: no checkpoint in the directory, or one written for a different model.
+    CheckpointError: no checkpoint in the directory, none intact, or one written for a different model.
   """
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
-    raise CheckpointError(f"no checkpoint in {directory} (is --workdir the directory train.py wrote?)")
+    raise _no_checkpoint(directory)
+  current = {"param_shapes": param_shapes(params_template)}
+  if task_signature is not None:
+    current["task"] = as_json(task_signature)
+  replicated = mesh_lib.replicated(mesh_lib.make_mesh())
+  target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None) or replicated),
+      params_template)
+  drop_orbax_echoes()
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    step = manager.latest_step() if step is None else step
-    if step is None:
-      raise CheckpointError(f"no checkpoint in {directory} (is --workdir the directory train.py wrote?)")
-    saved = manager.restore(step, args=ocp.args.Composite(**{SIGNATURE: ocp.args.JsonRestore()}))[SIGNATURE]
-    current = {"param_shapes": param_shapes(params_template)}
-    if task_signature is not None:
-      current["task"] = as_json(task_signature)
+
+  def restore(step: int) -> Any:
+    saved = read_step(manager, step, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE]
     check_signature(saved, current, directory, only_current_keys=True)
-    replicated = mesh_lib.replicated(mesh_lib.make_mesh())
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None) or replicated),
-        params_template)
-    restored = manager.restore(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardRestore(target)}))
-    return restored[PARAMS], step
+    return read_step(manager, step, **{PARAMS: ocp.args.StandardRestore(target)})[PARAMS]
+
+  try:
+    return restore_newest_intact(directory, manager.all_steps() if step is None else [step], restore)
   finally:
     manager.close()

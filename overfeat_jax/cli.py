@@ -1,7 +1,8 @@
 """What train.py and evaluate.py share: the --config/--workdir flags and one-line user errors.
 
 A user mistake (unknown config key, wrong type, missing file, bad dataset, missing checkpoint, ...)
-prints `error: <what is wrong>` on stderr and exits with status 2; a bug keeps its traceback.
+or an unusable work directory prints `error: <what is wrong>` on stderr and exits with status 2; a bug
+keeps its traceback. (Ctrl-C and SIGTERM: `overfeat_jax.stop_signals`, installed by the scripts first.)
 """
 
 from __future__ import annotations
@@ -79,9 +80,11 @@ def run(main: Callable[[], None]) -> None:
     if len(argv) > 1:
       fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
     # orbax, grain and TFDS log every file operation at INFO and benign notes at WARNING
-    # (read-only checkpoint manager, no OpenCV); the progress lines are ours. --verbosity=0 shows all.
+    # (read-only checkpoint manager, no OpenCV), and orbax logs a failed background save at ERROR
+    # with its traceback before raising it (reported here, on one line); the progress lines are
+    # ours. --verbosity=0 shows all.
     if not flags.FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.ERROR)
+      logging.set_verbosity(logging.FATAL)
     try:
       main()
     except OverfeatError as e:

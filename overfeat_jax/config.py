@@ -183,6 +183,20 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# What a resumed run may change (checked against the run's config.json by training.run_config): how
+# long it goes on, how it logs and saves, where the data lives, how it is evaluated. Every other key
+# shaped what the checkpoints hold: the task, model, data and augmentation, input.batch_size (it maps
+# steps to epochs, so the schedule and the data position), optimizer and schedule, and the seed.
+RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.distributed", "input.num_workers", "input.prefetch",
+                     "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval")
+
+
+def resume_may_change(key: str) -> bool:
+  """Whether the dotted `key` (e.g. 'eval.scales') is one a resumed run may change."""
+  return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUME_MAY_CHANGE)
+
+
 def _get(config: ml_collections.ConfigDict, dotted: str):
   value = config
   for part in dotted.split("."):

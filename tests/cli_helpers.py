@@ -1,4 +1,5 @@
-"""Running train.py / evaluate.py in a subprocess, as a user would, and reading their errors."""
+"""Running train.py / evaluate.py in a subprocess, as a user would, and reading their errors; a process
+that holds a work directory as a running train.py does."""
 
 from __future__ import annotations
 
@@ -36,3 +37,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert fragment in lines[0], lines[0]
 
 
+HOLD = ("import sys, time\n"
+        "from overfeat_jax.training.workdir import WorkdirLock\n"
+        "WorkdirLock(sys.argv[1]).__enter__()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(120)\n")
+
+
+def hold_in_another_process(workdir) -> subprocess.Popen:
+  """A process that holds `workdir`'s lock until it is killed (started, and holding, on return)."""
+  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT)
+  assert proc.stdout.readline() == "held\n"
+  return proc

@@ -1,4 +1,5 @@
-"""Checkpoints: round trip with the data position, model signature, atomicity, restore_params."""
+"""Checkpoints: round trip with the data position, model signature, atomicity, restore_params, and the
+fall-back past damaged steps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import tiny_training
+from checkpoint_damage import DAMAGE, remove_signature, truncate_array_file
 from overfeat_jax.errors import CheckpointError
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax import checkpoint_io
@@ -136,3 +138,74 @@ def test_restore_params_for_evaluation(tmp_path):
   other = dict(task.signature, num_classes=7)
   with pytest.raises(CheckpointError, match=r"task.num_classes: 4 \(checkpoint\) vs 7 \(now\)"):
     checkpoint_io.restore_params(str(tmp_path), template, task_signature=other)
+
+
+def save_steps(tmp_path, steps, config=None):
+  """Saves the same state as each of `steps`; returns (state, task)."""
+  config = config or tiny_training.tiny_config()
+  state, task = make_state(config)
+  ckpts = checkpoint.TrainCheckpoints(str(tmp_path), keep=3, signature=signature_for(task, state))
+  for step in steps:
+    ckpts.save(step, state, iter(task.make_loader(0, 1)))
+  ckpts.close()
+  return state, task
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_damaged_newest_step_falls_back_to_the_newest_intact_one(tmp_path, capsys, how):
+  state, task = save_steps(tmp_path, (2, 4, 6))
+  ckpt = tmp_path / "checkpoints"
+  DAMAGE[how](ckpt / "6")
+  DAMAGE[how](ckpt / "4")
+
+  # Evaluation: read-only, so the damaged steps stay where they are.
+  template = jax.eval_shape(lambda: state.params)
+  params, step = checkpoint_io.restore_params(str(tmp_path), template, task_signature=task.signature)
+  assert step == 2
+  np.testing.assert_array_equal(params["Dense_0"]["kernel"], state.params["Dense_0"]["kernel"])
+  warnings = capsys.readouterr().err.splitlines()
+  assert len(warnings) == 2 and all(w.startswith("warning: checkpoint step ") for w in warnings)
+  assert "step 6 cannot be read" in warnings[0] and "step 4 cannot be read" in warnings[1]
+  assert f"left in {ckpt}; using step 2, the newest intact one" in warnings[0]
+  assert sorted(os.listdir(ckpt)) == ["2", "4", "6"]
+
+  # Training: the damaged steps are moved aside (never deleted), so that the run can save them anew.
+  ckpts = checkpoint.TrainCheckpoints(str(tmp_path), keep=3, signature=signature_for(task, state))
+  restored, _ = ckpts.restore(jax.eval_shape(lambda: state), iter(task.make_loader(0, 1)),
+                              mesh_lib.make_mesh())
+  assert int(restored.step) == int(state.step)
+  assert ckpts.latest_step() == 2
+  assert ckpts.save(4, restored, iter(task.make_loader(0, 1)))
+  ckpts.close()
+  warnings = capsys.readouterr().err.splitlines()
+  assert [w.split(" cannot be read")[0] for w in warnings] == ["warning: checkpoint step 6",
+                                                                "warning: checkpoint step 4"]
+  assert f"moved to {tmp_path / 'damaged_checkpoints' / '6'}" in warnings[0]
+  assert sorted(os.listdir(ckpt)) == ["2", "4"]
+  assert sorted(os.listdir(tmp_path / "damaged_checkpoints")) == ["4", "6"]
+
+
+def test_no_intact_step_is_one_error_naming_each_and_moves_nothing(tmp_path, capsys):
+  state, task = save_steps(tmp_path, (2, 4))
+  ckpt = tmp_path / "checkpoints"
+  truncate_array_file(ckpt / "4")
+  remove_signature(ckpt / "2")
+  template = jax.eval_shape(lambda: state.params)
+  with pytest.raises(CheckpointError, match=rf"no intact checkpoint in {ckpt}: step 4 cannot be read "
+                                            r"\(.+\); step 2 cannot be read \(.*metadata not found"):
+    checkpoint_io.restore_params(str(tmp_path), template)
+  ckpts = checkpoint.TrainCheckpoints(str(tmp_path), keep=3, signature=signature_for(task, state))
+  with pytest.raises(CheckpointError, match="no intact checkpoint"):
+    ckpts.restore(jax.eval_shape(lambda: state), iter(task.make_loader(0, 1)), mesh_lib.make_mesh())
+  ckpts.close()
+  assert capsys.readouterr().err == ""  # the one error says it all
+  assert sorted(os.listdir(ckpt)) == ["2", "4"] and not (tmp_path / "damaged_checkpoints").exists()
+
+
+def test_a_given_step_does_not_fall_back(tmp_path):
+  state, _ = save_steps(tmp_path, (2, 4))
+  remove_signature(tmp_path / "checkpoints" / "4")
+  template = jax.eval_shape(lambda: state.params)
+  with pytest.raises(CheckpointError, match="step 4 cannot be read"):
+    checkpoint_io.restore_params(str(tmp_path), template, step=4)
+  assert checkpoint_io.restore_params(str(tmp_path), template, step=2)[1] == 2

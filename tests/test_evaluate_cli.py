@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -26,6 +27,7 @@ def test_evaluate_prints_table_2_and_writes_metrics(trained, digits_data_dir):
   proc = evaluate_cli(trained, *SMALL_EVAL, data_dir=digits_data_dir)
   assert proc.returncode == 0, proc.stderr
   assert "Traceback" not in proc.stderr
+  assert f"checkpoint step 2 of {trained / 'checkpoints'}, 6 examples of " in proc.stdout
   for title in ("centre crop (58x58 of short side 64)", "10 views (4 corners + centre, x flip)",
                 "1 scale (64x64), coarse stride", "1 scale (64x64), fine stride",
                 "2 scales (64x64, 72x80), fine stride", "2 scales, fine stride, flips"):
@@ -60,3 +62,16 @@ def test_scale_below_the_field_of_view_is_a_one_line_error(trained, digits_data_
 def test_unknown_dataset_is_a_one_line_error(trained):
   proc = evaluate_cli(trained, "--config.dataset.name=imagenet2099")
   assert_one_line_error(proc, "imagenet2099")
+
+
+def test_a_failed_write_still_prints_the_table_and_is_a_one_line_error(trained, tmp_path, digits_data_dir):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("eval"))
+  (workdir / "eval").write_text("")  # eval/ cannot be made: a file is in the way
+  proc = evaluate_cli(workdir, "--config.eval.scales=((64,64),)", "--config.eval.multi_scales=(0,)",
+                      "--config.eval.num_examples=4", "--config.input.eval_batch_size=4",
+                      data_dir=digits_data_dir)
+  assert_one_line_error(proc, f"cannot write {workdir / 'eval' / 'metrics.json'}: {workdir / 'eval'} is a "
+                              "file, not a directory")
+  table = proc.stdout[proc.stdout.index("checkpoint step 2 of"):]
+  assert "1 scale (64x64), fine stride" in table and "| top-1 err % |" in table

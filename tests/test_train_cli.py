@@ -12,7 +12,7 @@ import pytest
 from overfeat_jax.errors import CheckpointError
 from overfeat_jax.tasks import classification
 
-from cli_helpers import assert_one_line_error, train_cli
+from cli_helpers import assert_one_line_error, hold_in_another_process, train_cli
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,24 @@ def test_bad_overrides_are_one_line_errors(tmp_path, override, fragments):
 def test_a_crop_size_that_is_not_the_models_input_is_a_one_line_error(tmp_path, digits_data_dir):
   proc = train_cli(tmp_path / "run", "--config.input.crop_size=50", data_dir=digits_data_dir)
   assert_one_line_error(proc, "config.input.crop_size=50", "58x58", "--config.input.crop_size=58")
+
+
+def test_a_workdir_or_data_dir_that_is_a_file_is_a_one_line_error(tmp_path, digits_data_dir):
+  (tmp_path / "file").write_text("x")
+  proc = train_cli(tmp_path / "file", "--config.train.max_steps=1", data_dir=digits_data_dir)
+  assert_one_line_error(proc, f"--workdir {tmp_path / 'file'} is a file, not a directory")
+  proc = train_cli(tmp_path / "run", data_dir=str(tmp_path / "file"))
+  assert_one_line_error(proc, f"config.dataset.data_dir={tmp_path / 'file'} is a file, not a directory")
+
+
+def test_a_second_train_py_on_a_busy_workdir_is_a_one_line_error(trained, digits_data_dir):
+  workdir, _ = trained
+  holder = hold_in_another_process(workdir)  # as a first train.py would, for its whole run
+  try:
+    proc = train_cli(workdir, "--config.train.max_steps=3", "--config.input.batch_size=4",
+                     data_dir=digits_data_dir)
+  finally:
+    holder.kill()
+    holder.wait(timeout=30)
+  assert_one_line_error(proc, f"--workdir {workdir} is in use by another training run (pid {holder.pid})")
+  assert os.listdir(workdir / "checkpoints") == ["2"]

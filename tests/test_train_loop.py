@@ -1,27 +1,35 @@
 """The generic training loop on a tiny task: outputs, learning, determinism, resume, stop, errors.
 
-One uninterrupted run (module fixture) is the reference: a second run, a resumed run and a run that
-is killed with SIGKILL, then stopped with SIGTERM, in real subprocesses (`tests/tiny_training.py`),
-must all end with its parameters.
+One uninterrupted run (module fixture) is the reference: a second run, a resumed run, a run resumed
+past a damaged checkpoint and a run that is killed with SIGKILL, then stopped with SIGTERM, in real
+subprocesses (`tests/tiny_training.py`), must all end with its parameters. Faults at the edges (a
+locked, unwritable or full work directory, a damaged config.json, a resume that would change the run,
+a NaN parameter) are one error each, with the newest intact checkpoint left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import tiny_training
-from overfeat_jax.errors import CheckpointError, ConfigError
+from checkpoint_damage import truncate_array_file
+from overfeat_jax.errors import (CheckpointError, ConfigError, LossNotFiniteError, ParamsNotFiniteError,
+                                 WorkdirError)
 from overfeat_jax.training import loop
-from overfeat_jax.errors import LossNotFiniteError
+from overfeat_jax.training.workdir import WorkdirLock
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "tiny_training.py")
 STEPS = 36  # 3 epochs of the tiny task; the learning rate is halved from step 12 on
@@ -156,6 +164,139 @@ def test_a_diverging_loss_names_the_step_and_is_not_checkpointed(tmp_path):
     run(config, tmp_path)
   # Step 1's loss is finite (the huge update comes after it); no later, non-finite state is saved.
   assert sorted(os.listdir(tmp_path / "checkpoints")) in ([], ["1"])
+
+
+def test_a_nan_parameter_with_a_finite_loss_is_not_saved(tmp_path):
+  run(reference_config(max_steps=2), tmp_path)
+  config = reference_config(max_steps=4)
+  config.train.checkpoint_every = 1
+  task = tiny_training.tiny_task(config)
+
+  def loss_fn(params, batch, rng):  # d/db of 0 * sqrt(0 * sum(b)) is 0 * inf = NaN; the value is 0
+    loss, aux = task.loss_fn(params, batch, rng)
+    return loss + 0.0 * jnp.sqrt(0.0 * jnp.sum(params["Dense_1"]["bias"])), aux
+
+  with pytest.raises(ParamsNotFiniteError, match=r"parameter\(s\) Dense_1/bias became NaN or Inf by step 3 "
+                                                 r"although the loss is finite; not saved .*step 2, is untouched"):
+    loop.train(config, str(tmp_path), dataclasses.replace(task, loss_fn=loss_fn))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_resume_past_a_damaged_checkpoint_matches_an_uninterrupted_run(tmp_path, reference):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)
+  truncate_array_file(workdir / "checkpoints" / str(STEPS))  # the final step: the run is not done
+  result = run(reference_config(), workdir)
+  assert result.step == STEPS
+  assert_same_params(tiny_training.flat_params(result.state.params), reference[1], exact=True)
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(STEPS - CHECKPOINT_EVERY), str(STEPS)]
+  assert os.listdir(workdir / "damaged_checkpoints") == [str(STEPS)]  # kept, not deleted
+
+
+@pytest.mark.parametrize("content", ["", '{"model": {"width": 0.1', "[]"])
+def test_an_unreadable_config_json_is_refused_and_nothing_is_touched(tmp_path, content):
+  run(reference_config(max_steps=2), tmp_path)
+  (tmp_path / "config.json").write_text(content)
+  with pytest.raises(CheckpointError, match=rf"cannot resume from {tmp_path}: .*config.json is unreadable "
+                                            r"\(.+\); it records the config .*: restore it, or delete it"):
+    run(reference_config(max_steps=4), tmp_path)
+  assert (tmp_path / "config.json").read_text() == content
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+  assert [r["step"] for r in read_metrics(tmp_path)] == [2]
+
+
+def test_a_resume_may_change_the_runs_length_but_not_its_schedule(tmp_path):
+  run(reference_config(max_steps=4), tmp_path)
+  original = (tmp_path / "config.json").read_text()
+  changed_batch = reference_config(max_steps=8)
+  changed_batch.input.batch_size = 16  # 6 steps per epoch instead of 12: step 4 would be another epoch
+  changed_schedule = reference_config(max_steps=8)
+  changed_schedule.optimizer.halve_at_epochs = (2,)
+  for config, difference in ((changed_batch, r"input.batch_size: 8 \(config.json\) vs 16 \(now\)"),
+                             (changed_schedule, r"optimizer.halve_at_epochs: \[1\] \(config.json\) vs \[2\] \(now\)")):
+    with pytest.raises(CheckpointError, match=r"was trained with other settings \(.*config.json\): "
+                                              + difference + r"; a resume may change only the run's length"):
+      run(config, tmp_path)
+    assert (tmp_path / "config.json").read_text() == original  # never overwritten
+  assert os.listdir(tmp_path / "checkpoints") == ["4"]
+
+  longer = reference_config(max_steps=8)
+  longer.train.log_every = 4
+  assert run(longer, tmp_path).step == 8
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["max_steps"] == 8
+  recorded = [json.loads(line) for line in (tmp_path / "config_changes.jsonl").read_text().splitlines()]
+  assert recorded == [{"step": 4, "changes": {"train.log_every": [2, 4], "train.max_steps": [4, 8]}}]
+
+
+def test_a_workdir_held_by_another_run_is_refused_before_anything_is_written(tmp_path):
+  with WorkdirLock(str(tmp_path)):
+    with pytest.raises(WorkdirError, match=rf"--workdir {tmp_path} is in use by another training run "
+                                           rf"\(pid {os.getpid()}\)"):
+      run(reference_config(max_steps=2), tmp_path)
+  assert os.listdir(tmp_path) == ["train.lock"]
+  assert run(reference_config(max_steps=2), tmp_path).step == 2  # released with its holder
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(WorkdirError, match=rf"--workdir {tmp_path / 'file'} is a file, not a directory"):
+    run(reference_config(max_steps=2), tmp_path / "file")
+
+
+@contextlib.contextmanager
+def read_only(path):
+  """`path` made read-only: by its mode, or as root (who ignores modes) by a read-only bind mount."""
+  if os.geteuid() != 0:
+    os.chmod(path, 0o555)
+    try:
+      yield
+    finally:
+      os.chmod(path, 0o755)
+    return
+  for args in (["mount", "--bind", path, path], ["mount", "-o", "remount,bind,ro", path]):
+    if subprocess.run(args, capture_output=True).returncode != 0:
+      subprocess.run(["umount", path], capture_output=True)
+      pytest.skip("running as root without the right to mount: cannot make a directory read-only")
+  try:
+    yield
+  finally:
+    subprocess.run(["umount", path], check=True)
+
+
+def test_a_read_only_workdir_is_refused_and_nothing_is_touched(tmp_path):
+  workdir = tmp_path / "run"
+  run(reference_config(max_steps=2), workdir)
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  with read_only(str(workdir)):
+    with pytest.raises(WorkdirError, match=rf"cannot write in --workdir {workdir}: "):
+      run(reference_config(max_steps=4), workdir)
+    with pytest.raises(WorkdirError, match=rf"cannot write in --workdir {workdir / 'new'}: "):
+      run(reference_config(max_steps=4), workdir / "new")
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
+def test_a_full_disk_during_a_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  # The signature item of step 8 hits ENOSPC in orbax's background write, as a full disk would.
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler
+  save_fn = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+
+  async def disk_full_at_step_8(self, x, directory):
+    if os.path.basename(os.path.dirname(str(directory))).split(".")[0] == "8":
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    await save_fn(self, x, directory)
+
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", disk_full_at_step_8)
+  config = reference_config(max_steps=12)
+  config.train.keep_checkpoints = 1  # step 4 may go only once a newer step is complete
+  with pytest.raises(CheckpointError, match=rf"cannot save checkpoint step 8 in {tmp_path / 'checkpoints'}: "
+                                            r"No space left on device; step 4 is the newest complete "
+                                            r"checkpoint, untouched"):
+    run(config, tmp_path)
+  assert [p for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()] == ["4"]
+
+  monkeypatch.undo()  # space freed: the same command resumes from step 4
+  assert run(config, tmp_path).step == 12
+  assert os.listdir(tmp_path / "checkpoints") == ["12"]
 
 
 def test_config_errors(tmp_path):

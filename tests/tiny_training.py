@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from overfeat_jax import stop_signals
 from overfeat_jax.config import base_config
 from overfeat_jax.tasks import classification
 from overfeat_jax.tasks.base import Task
@@ -143,6 +144,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--step_delay", type=float, default=0.0)
   parser.add_argument("--out", default="")
   args = parser.parse_args(argv)
+  stop_signals.exit_on_signals("exited at once")  # as train.py: a stop before the first step is at once
   config = tiny_config(max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
                        log_every=args.log_every)
   config.input.batch_size = args.batch_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from overfeat_jax.data import transforms
 from overfeat_jax.data.registry import DatasetSpec, get_dataset_spec
 # Part of this module's API (defined with the other per-example transforms).
 from overfeat_jax.data.transforms import NO_LABEL, PAD_LABEL, decode_example, pad_boxes  # noqa: F401
-from overfeat_jax.errors import ConfigError, DataError
+from overfeat_jax.errors import ConfigError, DataError, reason
 
 _MAX_READ_THREADS = 16  # grain's default reader thread count.
 
@@ -42,7 +43,11 @@ def _load_local(spec: DatasetSpec, dataset_cfg: ml_collections.ConfigDict, split
 
   config_name = spec.name.split("/", 1)[1]
   if dataset_cfg.prepare:
-    builder = digits_in_scenes.prepare(config_name, dataset_cfg.data_dir)
+    try:
+      builder = digits_in_scenes.prepare(config_name, dataset_cfg.data_dir)
+    except OSError as e:  # e.g. a read-only or full data dir
+      where = dataset_cfg.data_dir or "the default TFDS data dir"
+      raise DataError(f"cannot generate dataset {spec.name} in {where}: {reason(e)} ({e.filename})") from e
   else:
     builder = digits_in_scenes.DigitsInScenes(config=config_name, data_dir=dataset_cfg.data_dir or None)
     if not builder.is_prepared():
@@ -94,10 +99,14 @@ def load_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> Any:
   Returns:
     A sequence of records (dicts of numpy arrays) with `len()` and `[i]`.
   Raises:
-    DataError: unknown dataset; external dataset not prepared (the message gives the `tfds build`
+    DataError: unknown dataset; a data_dir that is a file or cannot be written where our dataset
+      must be generated; external dataset not prepared (the message gives the `tfds build`
       command); our dataset missing with prepare=False; unknown split; num_classes mismatch.
   """
   spec = get_dataset_spec(dataset_cfg.name)
+  data_dir = dataset_cfg.data_dir
+  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(f"config.dataset.data_dir={data_dir} is a file, not a directory")
   if dataset_cfg.num_classes != spec.num_classes:
     raise DataError(
         f"config.dataset.num_classes={dataset_cfg.num_classes} but {spec.name} has "

@@ -7,8 +7,6 @@ paper's Table 2 layout, how many examples were right within top-1 and top-5; the
 from __future__ import annotations
 
 import functools
-import json
-import os
 import time
 from typing import Any
 
@@ -16,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from overfeat_jax import checkpoint_io
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputSizeError
-from overfeat_jax.evaluation import dense, metrics
+from overfeat_jax.evaluation import dense, metrics, outputs
 from overfeat_jax.models.overfeat import OverFeat
 from overfeat_jax.tasks import classification as task
 
@@ -84,16 +83,17 @@ def format_table(results: dict[str, dict[str, float]], titles: dict[str, str]) -
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True) -> dict:
-  """Restores the latest checkpoint in `workdir` and evaluates it on config.dataset.eval_split.
+  """Restores the newest intact checkpoint in `workdir`, evaluates it on config.dataset.eval_split.
 
   `config` must have passed `validate_config` (`evaluation.run.run` does both).
 
   Returns:
-    {'rows': {row: {'top1_error', 'top5_error', 'title'}}, 'num_examples', 'step', ...}; the same is
-    written to `workdir/eval/metrics.json`.
+    {'rows': {row: {'top1_error', 'top5_error', 'title'}}, 'num_examples', 'checkpoint_step', ...};
+    the same is written to `workdir/eval/metrics.json` after the table (with `verbose`) is printed.
   Raises:
-    CheckpointError when `workdir` holds no checkpoint or one of another model; ConfigError /
-    InputSizeError / DataError for a config that cannot be evaluated.
+    CheckpointError when `workdir` holds no intact checkpoint or one of another model; ConfigError /
+    InputSizeError / DataError for a config that cannot be evaluated; WorkdirError when
+    eval/metrics.json cannot be written (the table is printed first).
   """
   model = task.model_from_config(config)
   check_eval_sizes(model, config)
@@ -132,10 +132,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   result = {"checkpoint_step": int(step), "num_examples": int(total),
             "dataset": config.dataset.name, "split": config.dataset.eval_split,
             "seconds": round(time.time() - start, 1), "rows": rows}
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    with open(os.path.join(workdir, "eval", "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2)
-  if verbose:
+  if verbose:  # before writing: a failed write must not lose the result
+    print(f"checkpoint step {step} of {checkpoint_io.checkpoint_dir(workdir)}, {total} examples of "
+          f"{config.dataset.name} ({config.dataset.eval_split}):", flush=True)
     print(format_table(rows, titles), flush=True)
+  if jax.process_index() == 0:
+    outputs.write_metrics(workdir, result)
   return result

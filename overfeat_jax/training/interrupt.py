@@ -1,16 +1,22 @@
 """Graceful stop on SIGTERM / Ctrl-C (DESIGN: "Long work ... is interruptible").
 
-The handlers only set a flag; the training loop looks at it at each step boundary, saves a checkpoint
-and returns. A second Ctrl-C while the flag is set raises KeyboardInterrupt at once (the escape hatch
-when a save hangs).
+The training loop looks at the flag at each step boundary, saves a checkpoint and returns. Two ways:
+- in train.py, `overfeat_jax.stop_signals` is active: the signals are deferred to this request while it
+  is armed (the loop arms it once its first step is compiled, i.e. once there is something to save);
+  before that, or at a second Ctrl-C, the process exits at once with one line (status 130 / 143);
+- in a library caller (tests, a notebook's main thread), Python handlers set the flag, and a second
+  Ctrl-C raises KeyboardInterrupt (the escape hatch when a save hangs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import types
 from typing import Any
+
+from overfeat_jax import stop_signals
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -25,11 +31,24 @@ class StopRequest:
   def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
     self.signals = signals
     self.signum: int | None = None
+    self.armed = False
     self._previous: dict[int, Any] = {}
+    self._deferral = contextlib.ExitStack()
 
   @property
   def requested(self) -> bool:
     return self.signum is not None
+
+  def arm(self) -> None:
+    """From now on a signal asks for a save-and-stop (under stop_signals; before, it exits at once)."""
+    self.armed = True
+
+  def _take(self, signum: int) -> bool:
+    """stop_signals' handler (watcher thread): True = flag set, carry on; False = exit at once."""
+    if signum not in self.signals or not self.armed or (self.requested and signum == signal.SIGINT):
+      return False
+    self.signum = signum
+    return True
 
   def _handle(self, signum: int, frame: types.FrameType | None) -> None:
     del frame
@@ -38,12 +57,15 @@ class StopRequest:
     self.signum = signum
 
   def __enter__(self) -> StopRequest:
-    if threading.current_thread() is threading.main_thread():
+    if stop_signals.active():
+      self._deferral.enter_context(stop_signals.deferred_to(self._take))
+    elif threading.current_thread() is threading.main_thread():
       for sig in self.signals:
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc_info: Any) -> None:
+    self._deferral.close()
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     self._previous.clear()

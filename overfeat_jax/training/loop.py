@@ -3,17 +3,19 @@
 It knows nothing of a particular model: a `tasks.base.Task` supplies the parameters' init, the loss and
 the data (`run` picks the task module of `config.task` and asks it for one). Everything a run
 makes goes into `workdir` (DESIGN "Conventions"): `config.json`, `metrics.jsonl`, `checkpoints/`.
-Rerunning the same command resumes from the last checkpoint, data position included.
+Rerunning the same command resumes from the newest intact checkpoint, data position included; one run
+at a time holds a workdir (`workdir.WorkdirLock`), and a resume may change only what
+`run_config` allows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import jax
 import ml_collections
@@ -22,16 +24,16 @@ from overfeat_jax import checkpoint_io
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax import tasks
 from overfeat_jax.config import validate_config
-from overfeat_jax.errors import CheckpointError, ConfigError
+from overfeat_jax.errors import ConfigError, ParamsNotFiniteError
 from overfeat_jax.tasks.base import Task
 from overfeat_jax.training import checkpoint as checkpoint_lib
 from overfeat_jax.training import optim
 from overfeat_jax.training import progress as progress_lib
+from overfeat_jax.training import run_config
 from overfeat_jax.training import steps as steps_lib
 from overfeat_jax.training.interrupt import StopRequest
 from overfeat_jax.training.state import TrainState
-
-CONFIG_FILE = "config.json"
+from overfeat_jax.training.workdir import WorkdirLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,29 +51,6 @@ def total_steps(train_cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> i
     raise ConfigError(f"nothing to train: train.num_epochs={train_cfg.num_epochs} x {steps_per_epoch} "
                       f"steps per epoch and train.max_steps={train_cfg.max_steps}")
   return total
-
-
-def check_config_json(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """On resume: the workdir's config.json must describe the same model, else CheckpointError."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  differences = checkpoint_io.signature_differences(
-      {"model": saved.get("model")}, {"model": checkpoint_io.as_json(config.model.to_dict())})
-  if differences:
-    raise CheckpointError(f"checkpoint in {os.path.abspath(workdir)} was written for a different model "
-                          f"({path}): " + "; ".join(differences).replace("(checkpoint)", "(config.json)")
-                          + " (use a new --workdir, or the config that wrote it)")
-
-
-def write_config_json(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """The resolved config (defaults + overrides) as JSON, for the record and for resume checks."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json(indent=2) + "\n")
-  os.replace(path + ".tmp", path)
 
 
 def _init_compiler_options() -> dict[str, Any]:
@@ -92,28 +71,57 @@ def _stop_requested(stop: StopRequest) -> bool:
   return bool(multihost_utils.process_allgather(int(stop.requested)).max())
 
 
-def _restore_or_init(config: ml_collections.ConfigDict, workdir: str,
-                     checkpoints: checkpoint_lib.TrainCheckpoints, mesh: jax.sharding.Mesh,
-                     create_state: Callable[[jax.Array], TrainState], init_rng: jax.Array,
-                     data_iterator: Any) -> tuple[TrainState, Any]:
-  """The state and data iterator to start from: the latest checkpoint's, or fresh ones."""
-  if checkpoints.latest_step() is None:
+def _start(config: ml_collections.ConfigDict, workdir: str, task: Task,
+           checkpoints: checkpoint_lib.TrainCheckpoints, mesh: jax.sharding.Mesh,
+           create_state: Callable[[jax.Array], TrainState], init_rng: jax.Array,
+           num_steps: int, out: TextIO | None) -> tuple[TrainState, Any]:
+  """The state and data iterator to start from: the newest intact checkpoint's (once the resume is
+  checked against config.json), or fresh ones; writes config.json (process 0) and says which."""
+  resuming = checkpoints.latest_step() is not None
+  changes = run_config.check_resume(workdir, config) if resuming else {}
+  data_iterator = iter(task.make_loader(jax.process_index(), jax.process_count()))
+  if resuming:
+    state, data_iterator = checkpoints.restore(jax.eval_shape(create_state, init_rng), data_iterator, mesh)
+  else:
     state = jax.jit(create_state, out_shardings=mesh_lib.replicated(mesh),
                     compiler_options=_init_compiler_options())(init_rng)
-    return state, data_iterator
-  check_config_json(workdir, config)
-  return checkpoints.restore(jax.eval_shape(create_state, init_rng), data_iterator, mesh)
+  step = int(state.step)
+  if jax.process_index() == 0:
+    run_config.save(workdir, config, step=step, changes=changes)
+  if out:
+    print(f"{'resuming from' if step else 'starting at'} step {step}/{num_steps} "
+          f"({task.steps_per_epoch} steps per epoch, global batch {config.input.batch_size} on "
+          f"{mesh.devices.size} device(s)); workdir {os.path.abspath(workdir)}", file=out, flush=True)
+    if changes:
+      print(f"config changed on resume (recorded in {run_config.CHANGES_FILE}): " + "; ".join(
+          f"{key} {old} -> {new}" for key, (old, new) in changes.items()), file=out, flush=True)
+  return state, data_iterator
+
+
+def _check_params_finite(state: TrainState, step: int, checkpoints: checkpoint_lib.TrainCheckpoints) -> None:
+  """Raises ParamsNotFiniteError naming `step` and the parameters if any holds a NaN or Inf."""
+  bad = steps_lib.nonfinite_params(state.params)
+  if bad:
+    raise ParamsNotFiniteError(
+        f"parameter(s) {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} became NaN or Inf by step "
+        f"{step} although the loss is finite; not saved (the newest checkpoint, step "
+        f"{checkpoints.latest_step()}, is untouched): lower optimizer.learning_rate or look for a NaN "
+        "gradient in the loss")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
   """Trains `task` for `train.max_steps` or `train.num_epochs` epochs, resuming from `workdir`.
 
   Reads config.seed, config.input.batch_size, config.optimizer, config.train and (for the resume
-  check) config.model. Prints progress on process 0.
+  check, `run_config`) the whole config. Prints progress on process 0, which holds the workdir's lock
+  (`workdir.WorkdirLock`) for the whole run.
   Raises:
     ConfigError: the global batch does not split over the devices, or a bad train/optimizer value.
-    CheckpointError: the workdir holds a checkpoint of a different model.
-    LossNotFiniteError: the loss became NaN/Inf (names the step).
+    WorkdirError: the workdir is a file, cannot be written (read-only, full) or is in use by another run.
+    CheckpointError: the workdir holds checkpoints of a different model or config, none of them is
+      intact, or a save failed (the newest complete checkpoint is left as it was).
+    LossNotFiniteError, ParamsNotFiniteError: the loss or a parameter became NaN/Inf (names the step;
+      nothing non-finite is saved).
   """
   is_chief = jax.process_index() == 0
   out = sys.stdout if is_chief else None
@@ -128,21 +136,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
     return TrainState.create(task.init_params(rng), tx)
 
   abstract_params = jax.eval_shape(create_state, init_rng).params  # shapes before allocating
-  os.makedirs(workdir, exist_ok=True)
-  checkpoints = checkpoint_lib.TrainCheckpoints(
-      workdir, keep=config.train.keep_checkpoints,
-      signature=checkpoint_io.make_signature(task.signature, abstract_params))
-  try:
-    state, data_iterator = _restore_or_init(
-        config, workdir, checkpoints, mesh, create_state, init_rng,
-        iter(task.make_loader(jax.process_index(), jax.process_count())))
-    if is_chief:
-      write_config_json(workdir, config)
+  with contextlib.ExitStack() as held:
+    if is_chief:  # before anything in the workdir is read or written
+      held.enter_context(WorkdirLock(workdir))
+    checkpoints = held.enter_context(checkpoint_lib.TrainCheckpoints(
+        workdir, keep=config.train.keep_checkpoints,
+        signature=checkpoint_io.make_signature(task.signature, abstract_params)))
+    state, data_iterator = _start(config, workdir, task, checkpoints, mesh, create_state, init_rng,
+                                  num_steps, out)
     step = int(state.step)
-    if out:
-      print(f"{'resuming from' if step else 'starting at'} step {step}/{num_steps} "
-            f"({task.steps_per_epoch} steps per epoch, global batch {config.input.batch_size} on "
-            f"{mesh.devices.size} device(s)); workdir {os.path.abspath(workdir)}", file=out, flush=True)
     train_step = steps_lib.compile_train_step(task.loss_fn, tx, schedule, mesh)
     log = progress_lib.ProgressLog(workdir if is_chief else None, total_steps=num_steps,
                                    images_per_step=config.input.batch_size, start_step=step, stream=out)
@@ -151,6 +153,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
       while step < num_steps:
         batch = mesh_lib.to_global(next(data_iterator), mesh)
         state, metrics = train_step(state, batch, dropout_rng)
+        stop.arm()  # the first step is compiled: from now on a signal saves, then stops
         step += 1
         log.record(step, metrics)
         stopping = _stop_requested(stop)
@@ -158,6 +161,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
           log.flush(step)
         if step % config.train.checkpoint_every == 0 or step == num_steps or stopping:
           log.check_finite()  # never save NaN parameters
+          _check_params_finite(state, step, checkpoints)
           checkpoints.save(step, state, data_iterator)
         if stopping:
           stopped_by = int(stop.signum or signal.SIGTERM)  # no local signal: another host's
@@ -166,8 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                   f"saved in {checkpoints.directory}; rerun the same command to resume",
                   file=out, flush=True)
           break
-  finally:
-    checkpoints.close()
+      checkpoints.close()  # waits for the last save, still under StopRequest: a Ctrl-C does not lose it
   return TrainResult(state=state, step=step, stopped_by=stopped_by)
 
 
@@ -175,7 +178,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   """Validates `config` and trains its task (`config.task`) in `workdir`: what train.py runs.
 
   Raises:
-    ConfigError, DataError, CheckpointError, LossNotFiniteError: one-line user errors.
+    ConfigError, DataError, WorkdirError, CheckpointError, LossNotFiniteError, ParamsNotFiniteError:
+      one-line user errors.
   """
   validate_config(config)
   return train(config, workdir, tasks.get_task(config).training_task(config))

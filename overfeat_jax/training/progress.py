@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
+from overfeat_jax import files
 from overfeat_jax.errors import LossNotFiniteError
 
 METRICS_FILE = "metrics.jsonl"
@@ -32,6 +33,8 @@ def drop_records_after(path: str, step: int) -> None:
 
   After a kill, metrics.jsonl may hold steps past the checkpoint the run resumes from, and a last
   line cut short; both are dropped so that the file reads as one uninterrupted run.
+  Raises:
+    WorkdirError: the file cannot be rewritten (it is left as it was).
   """
   if not os.path.exists(path):
     return
@@ -45,9 +48,7 @@ def drop_records_after(path: str, step: int) -> None:
     except (ValueError, KeyError, TypeError):
       continue
   if len(kept) != len(lines):
-    with open(path + ".tmp", "w") as f:
-      f.write("".join(line + "\n" for line in kept))
-    os.replace(path + ".tmp", path)
+    files.replace_file(path, "".join(line + "\n" for line in kept))
 
 
 class ProgressLog:
@@ -90,7 +91,12 @@ class ProgressLog:
             f"lower optimizer.learning_rate (now {metrics.get('learning_rate')}) or check the data")
 
   def flush(self, step: int) -> dict[str, float] | None:
-    """Reports the mean metrics since the last flush (learning_rate: the latest); returns the record."""
+    """Reports the mean metrics since the last flush (learning_rate: the latest); returns the record.
+
+    Raises:
+      LossNotFiniteError: a pending loss is NaN or Inf.
+      WorkdirError: metrics.jsonl cannot be appended to (e.g. the disk is full).
+    """
     if not self._pending:
       return None
     self.check_finite()
@@ -109,8 +115,7 @@ class ProgressLog:
     self._pending.clear()
     self._last_step, self._last_time = step, now
     if self.path is not None:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+      files.append_line(self.path, json.dumps(record))
     if self.stream is not None:
       extras = "".join(f"  {name} {record[name]:.4f}" for name in names
                        if name not in ("loss", "learning_rate"))

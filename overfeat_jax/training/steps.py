@@ -3,6 +3,7 @@
 A task supplies `loss_fn(params, batch, rng) -> (loss, aux)`; `train_step` differentiates it, applies
 the optimizer and returns the new state with scalar metrics. `compile_train_step` binds the static
 parts with `functools.partial` and jits over the mesh (state replicated and donated, batch sharded).
+`nonfinite_params` is the check before a save: a NaN parameter can come with a finite loss.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
+from flax import traverse_util
 from jax.sharding import Mesh
 
 from overfeat_jax import mesh as mesh_lib
@@ -54,3 +57,14 @@ def compile_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, lr_sch
                  in_shardings=(replicated, mesh_lib.batch_sharded(mesh), replicated),
                  out_shardings=(replicated, replicated),
                  donate_argnums=0)
+
+
+@jax.jit
+def _finite_leaves(params: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params)  # one [] bool per parameter
+
+
+def nonfinite_params(params: Any) -> list[str]:
+  """Names ('Dense_0/kernel', ...) of the parameters holding a NaN or Inf; [] when all are finite."""
+  finite = jax.device_get(_finite_leaves(params))
+  return [name for name, ok in traverse_util.flatten_dict(finite, sep="/").items() if not ok]
