@@ -1,0 +1,33 @@
+"""Array operations of the detectors, pure jnp and free of our other layers (DESIGN "Layout").
+
+Detection ops with torchvision's numbers (NHWC features; boxes (x1, y1, x2, y2) in float pixels):
+
+  box_area(boxes [..., 4]) -> [...]
+  box_iou(boxes1 [N, 4], boxes2 [M, 4]) -> [N, M]
+  clip_boxes(boxes [..., 4], (height, width)) -> [..., 4]
+  encode_boxes(boxes [..., 4], reference [..., 4], weights) -> deltas [..., 4]
+  decode_boxes(deltas [..., 4], reference [..., 4], weights, clip) -> boxes [..., 4]
+  nms(boxes [N, 4], scores [N], iou_threshold, max_output_size K, *, valid) -> int32 [K]
+  batched_nms(boxes, scores, class_ids [N], iou_threshold, K, *, valid) -> int32 [K]
+  roi_pool(features [H, W, C], boxes [R, 4], (h, w), spatial_scale) -> [R, h, w, C]
+  roi_align(features, boxes, (h, w), spatial_scale, sampling_ratio, aligned, *,
+            max_sampling_ratio) -> [R, h, w, C]
+  anchors((H, W), stride, sizes, aspect_ratios, *, offset) -> float32 [H * W * A, 4]
+
+nms results are padded with PAD_INDEX (-1); num_kept counts the real entries. Box helpers take
+numpy or jax arrays (numpy in, numpy out); anchors are numpy constants. The names `nms` and
+`anchors` here are the functions, which shadow their modules: import the modules' other contents
+from here, or as `from overfeat_jax.ops.nms import ...`.
+"""
+
+from overfeat_jax.ops.anchors import anchors, base_anchors
+from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_area,
+                                    box_iou, clip_boxes, decode_boxes, encode_boxes)
+from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
+from overfeat_jax.ops.roi import default_max_sampling_ratio, roi_align, roi_pool
+
+__all__ = [
+    "BBOX_XFORM_CLIP", "DETECTOR_WEIGHTS", "PAD_INDEX", "RPN_WEIGHTS", "anchors", "base_anchors",
+    "batched_nms", "box_area", "box_iou", "clip_boxes", "decode_boxes",
+    "default_max_sampling_ratio", "encode_boxes", "nms", "num_kept", "roi_align", "roi_pool",
+]
