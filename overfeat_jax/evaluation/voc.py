@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from overfeat_jax import ops
 from overfeat_jax.evaluation.coco import UNDEFINED, check_detections, check_ground_truth
 
 VOC_IOU_THRESHOLD = 0.5
@@ -64,22 +65,15 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
 
 
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-  """IoU of continuous (x1, y1, x2, y2) boxes (width = x2 - x1, no "+1").
+  """IoU of continuous (x1, y1, x2, y2) boxes in float64 (`ops.box_iou` on the host).
 
   Args:
     boxes1: [N, 4] float. boxes2: [M, 4] float.
   Returns:
     [N, M] float64; 0 where the union is empty (two zero-area boxes).
   """
-  a = np.asarray(boxes1, np.float64).reshape(-1, 4)[:, None, :]  # [N, 1, 4]
-  b = np.asarray(boxes2, np.float64).reshape(-1, 4)[None, :, :]  # [1, M, 4]
-  iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-  ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-  inter = iw * ih
-  area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-  area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-  union = area_a + area_b - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+  return ops.box_iou(np.asarray(boxes1, np.float64).reshape(-1, 4),
+                     np.asarray(boxes2, np.float64).reshape(-1, 4))
 
 
 def _indices_by_value(values: np.ndarray) -> dict[int, np.ndarray]:
