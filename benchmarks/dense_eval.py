@@ -7,7 +7,7 @@
 
 One image of 461x569 (scale 6 of SPEC A4), batch 1, float32, random He-scaled weights, timed on the
 CPU and, when jax has one, on the default accelerator:
-  (i)   fine:   evaluation.dense.dense_class_map(fine=True): the features once, the 3x3 pooling
+  (i)   fine:   models.dense_grid.dense_class_map(fine=True): the features once, the 3x3 pooling
                 offsets vmapped through the classifier, interleaved: a 21x30 class map;
   (ii)  coarse: dense_class_map(fine=False): one pooling offset, a 7x10 map;
   (iii) naive:  each of the 21x30 = 630 field-of-view windows (221x221 at input stride 12, the
@@ -18,7 +18,7 @@ Wall times are medians over --runs calls after one compiling call, the functions
 that a shared machine's changing load hits them alike (--naive-runs full passes for (iii)); FLOPs
 are analytic (2 x multiply-adds from the layer map sizes) and XLA's cost analysis. Then the issue's
 targets with PASS/FAIL, and a breakdown of where the time goes: each conv layer, the classifier on
-the offset-pooled maps vmapped (as dense.py does), folded into the batch, in a lax.map, and as
+the offset-pooled maps vmapped (as dense_grid.py does), folded into the batch, in a lax.map, and as
 im2col + matmul, and the prototypes (i') / (ii') = (i) / (ii) with that im2col classifier, with the
 targets again for them. The prototypes live here, not in the library.
 """
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import _timing
-from overfeat_jax.evaluation import dense
+from overfeat_jax.models import dense_grid
 from overfeat_jax.models.overfeat import (OverFeat, build_architecture, fc_names, layer_map_sizes,
                                          param_count)
 from overfeat_jax.ops import pooling
@@ -78,7 +78,7 @@ def naive_chunk_fn(model: OverFeat, grid: tuple[int, int], stride: int,
   """(iii): a jitted call that crops `chunk` windows and runs the whole network on each.
 
   Window u = (r, c) of the rows x cols grid is image[r * stride : + fov, c * stride : + fov], the
-  input window of fine-map cell u (dense.py: "cell u sees ... u * prepool_stride").
+  input window of fine-map cell u (dense_grid.py: "cell u sees ... u * prepool_stride").
   Returns fn(variables, image [1, H, W, 3], start [] int32) -> logits [chunk, K] for windows
   start, start + 1, ... (row-major; indices past the last window repeat it).
   """
@@ -110,7 +110,7 @@ def run_naive(fn: Callable, variables: Any, image: jax.Array, num_windows: int,
 
 
 # ------------------------------------------------------------------------------------------------
-# Prototypes for the breakdown (alternatives to dense.py's vmap; not library code)
+# Prototypes for the breakdown (alternatives to dense_grid.py's vmap; not library code)
 
 
 def classify_folded(model: OverFeat, variables: Any, pooled: jax.Array) -> jax.Array:
@@ -238,8 +238,8 @@ def bench_platform(model: OverFeat, args: argparse.Namespace, device: jax.Device
         f"{matmul_before:,.1f} GFLOP/s", flush=True)
 
   jitted = {
-      "fine": jax.jit(lambda v, x: dense.dense_class_map(model, v, x, fine=True)),
-      "coarse": jax.jit(lambda v, x: dense.dense_class_map(model, v, x, fine=False)),
+      "fine": jax.jit(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=True)),
+      "coarse": jax.jit(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=False)),
       "features": jax.jit(lambda v, x: model.apply(v, x, method="features")),
   }
   if not args.no_breakdown:  # prototypes, timed in the same rounds so their ratios are fair
@@ -364,7 +364,7 @@ def breakdown(model: OverFeat, variables: Any, image: jax.Array, args: argparse.
     in_hw, c_in = sizes.get(f"pool{i}", sizes[f"conv{i}"]), layer.features
   add("all conv layers (model.features)", f"{h}x{w}", t["features"], flops["features"])
 
-  # The classifier on the offset-pooled maps: as dense.py runs it (vmap), and alternatives.
+  # The classifier on the offset-pooled maps: as dense_grid.py runs it (vmap), and alternatives.
   prepool = jax.jit(lambda v, x: model.apply(v, x, method="features"))(variables, image)
   pool = arch.last_pool
   pool_fn = jax.jit(lambda x: pooling.offset_max_pool(x, pool))
@@ -376,13 +376,13 @@ def breakdown(model: OverFeat, variables: Any, image: jax.Array, args: argparse.
   p2 = pooled.shape[0]
   shape = f"{p2}x{'x'.join(map(str, pooled.shape[2:]))}"
   variants = {
-      "vmap over offsets (dense.py)":
+      "vmap over offsets (dense_grid.py)":
           jax.jit(lambda v, p: jax.vmap(lambda q: model.apply(v, q, method="classify"))(p)),
       "offsets folded into batch": jax.jit(lambda v, p: classify_folded(model, v, p)),
       "lax.map over offsets": jax.jit(lambda v, p: classify_mapped(model, v, p)),
       "im2col + matmul": jax.jit(lambda v, p: classify_im2col(model, v, p)),
   }
-  reference = np.asarray(variants["vmap over offsets (dense.py)"](variables, pooled))
+  reference = np.asarray(variants["vmap over offsets (dense_grid.py)"](variables, pooled))
   calls = {name: (lambda f=f: f(variables, pooled)) for name, f in variants.items()}
   one = jax.jit(lambda v, p: model.apply(v, p[0], method="classify"))
   calls["one offset"] = lambda: one(variables, pooled)

@@ -67,9 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.resize_short = 64  # Centre-crop / 10-view protocol: resize the short side to this, then crop.
-  c.eval.scales = ((64, 64), (72, 80), (80, 96), (96, 112), (104, 120), (112, 136))  # (H, W) per test scale.
+  # Test scales (H, W). Every scale sees the WHOLE image (aspect kept, never cropped): it is resized
+  # by the smallest factor that makes it cover the box min(H, W) x max(H, W) laid along its own long
+  # side, f = max(min(H, W) / short side, max(H, W) / long side); so a landscape image at least as
+  # wide as W / H gets height H (a portrait one: width H), a squarer one its long side max(H, W).
+  # Details and the padded canvases: overfeat_jax/data/buckets.py.
+  c.eval.scales = ((64, 64), (72, 80), (80, 96), (96, 112), (104, 120), (112, 136))
   c.eval.single_scale = 0  # Index into `scales` used by the single-scale rows (paper: scale 1).
   c.eval.multi_scales = (0, 1, 2, 3, 4, 5)  # Indices into `scales` used by the multi-scale rows.
+  # Shape buckets: increasing bounds on an image's long / short side. Images with long / short <= the
+  # first bound share a "square" bucket; each further bound closes a landscape and a portrait bucket
+  # (n bounds: 2n - 1 buckets, one compiled evaluation program each; more bounds, less padding).
+  # Images more elongated than the last bound go to the last pair, shrunk to fit its canvas.
+  c.eval.aspect_buckets = (1.25, 2.0)
   c.eval.spatial_reduce = "max"  # How a class map becomes one score per class: "max" (paper) or "mean".
   c.eval.num_examples = 0  # If > 0, evaluate only the first N examples of the split.
   return c
@@ -109,6 +119,8 @@ def paper_imagenet_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 3
   c.eval.resize_short = 256
+  # ImageNet is mostly 4:3 and 3:2 (landscape and portrait): a bucket each keeps the padding small.
+  c.eval.aspect_buckets = (1.2, 1.4, 2.0)
   c.eval.single_scale = 0
   c.eval.multi_scales = (0, 1, 2, 3, 4, 5)
   return c
@@ -133,6 +145,12 @@ def _fraction(v) -> bool:
 
 def _one_of(*allowed):
   return (lambda v: v in allowed), "expected one of " + ", ".join(allowed)
+
+
+def _aspect_bounds_ok(bounds) -> bool:
+  bounds = tuple(bounds)
+  return (len(bounds) > 0 and bounds[0] >= 1.0
+          and all(lo < hi for lo, hi in zip(bounds[:-1], bounds[1:])))
 
 
 def _scales_ok(scales) -> bool:
@@ -178,6 +196,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.keep_checkpoints": (_positive, "expected >= 1"),
     "eval.resize_short": (_positive, "expected > 0"),
     "eval.scales": (_scales_ok, "expected a non-empty list of (height, width) pairs"),
+    "eval.aspect_buckets": (_aspect_bounds_ok,
+                            "expected strictly increasing long/short ratios, the first >= 1"),
     "eval.spatial_reduce": _one_of("max", "mean"),
     "eval.num_examples": (_non_negative, "expected >= 0 (0 = all)"),
 }

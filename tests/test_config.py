@@ -60,6 +60,8 @@ def test_paper_configs_follow_spec_a3():
     ("train.keep_checkpoints", 0, "train.keep_checkpoints"),
     ("eval.scales", (), "eval.scales"),
     ("eval.multi_scales", (), "eval.multi_scales"),
+    ("eval.aspect_buckets", (2.0, 1.5), "eval.aspect_buckets"),
+    ("eval.aspect_buckets", (0.8,), "eval.aspect_buckets"),
     ("seed", -1, "seed"),
     ("task", "segmentation", "task"),
 ])

@@ -1,5 +1,6 @@
 """Dense multi-scale evaluation (SPEC A4): the paper's map-size table, the fine grid against a naive
-per-window classifier, views, scores, the Table 2 rows, and the top-k metric."""
+per-window classifier, views, scores, the Table 2 rows, and the top-k metric. (Whole-image specifics:
+tests/test_whole_image.py.)"""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import pytest
 
 from overfeat_jax.config import base_config
 from overfeat_jax.errors import InputSizeError
+from overfeat_jax.data import buckets
 from overfeat_jax.evaluation import dense, metrics
+from overfeat_jax.models import dense_grid
 from overfeat_jax.models.overfeat import ACCURATE, OverFeat, build_architecture
-from overfeat_jax.ops import pooling
+from overfeat_jax.ops import pooling, resize
 
 from model_helpers import abstract_variables, random_variables, tiny
 
 
 def dense_map(model, variables, images, *, fine: bool) -> np.ndarray:
-  """dense.dense_class_map, jitted (one compile instead of op-by-op dispatch)."""
-  fn = jax.jit(lambda v, x: dense.dense_class_map(model, v, x, fine=fine))
+  """dense_grid.dense_class_map, jitted (one compile instead of op-by-op dispatch)."""
+  fn = jax.jit(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=fine))
   return np.asarray(fn(variables, images))
 
 
@@ -60,11 +63,11 @@ def test_spec_a4_table_accurate_model(row):
   assert pooled.shape == (9, 1) + pooled_hw + (1024,)
   assert per_offset.shape == (9, 1) + per_offset_hw + (1000,)
   assert final.shape == (1,) + final_hw + (1000,)
-  fine = jax.eval_shape(lambda v, x: dense.dense_class_map(model, v, x, fine=True), variables,
+  fine = jax.eval_shape(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=True), variables,
                         images)
   assert fine.shape == final.shape
   # Fine output stride 12 vs the coarse 36: 3x the positions per axis (up to the floor).
-  coarse = jax.eval_shape(lambda v, x: dense.dense_class_map(model, v, x, fine=False), variables,
+  coarse = jax.eval_shape(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=False), variables,
                           images)
   assert coarse.shape[1] * 3 >= final_hw[0]
 
@@ -141,13 +144,13 @@ def test_fine_grid_needs_a_window_at_every_offset():
   variables = random_variables(model)
   assert model.arch.fine_min_size == 62
   just_enough = jax.ShapeDtypeStruct((1, 62, 62, 3), jnp.float32)
-  out = jax.eval_shape(lambda v, x: dense.dense_class_map(model, v, x, fine=True), variables,
+  out = jax.eval_shape(lambda v, x: dense_grid.dense_class_map(model, v, x, fine=True), variables,
                        just_enough)
   assert out.shape == (1, 2, 2, 5)  # one classifier window per offset, x 2
   with pytest.raises(InputSizeError, match="61x70 image is too small .* at least 62x62"):
-    dense.dense_class_map(model, variables, jnp.zeros((1, 61, 70, 3)), fine=True)
+    dense_grid.dense_class_map(model, variables, jnp.zeros((1, 61, 70, 3)), fine=True)
   with pytest.raises(InputSizeError, match="field of view 58x58"):
-    dense.dense_class_map(model, variables, jnp.zeros((1, 50, 70, 3)), fine=False)
+    dense_grid.dense_class_map(model, variables, jnp.zeros((1, 50, 70, 3)), fine=False)
 
 
 def test_class_scores_hand_computed():
@@ -160,36 +163,46 @@ def test_class_scores_hand_computed():
                              [[0.35, 0.425, 0.225]], rtol=1e-6)
 
 
-def test_resize_to_cover():
-  canvas = normal_images((2, 8, 12, 3))
-  # Same height: no resize, a centre crop of columns 2..9.
-  np.testing.assert_array_equal(dense.resize_to_cover(canvas, (8, 8)), canvas[:, :, 2:10])
-  np.testing.assert_array_equal(dense.resize_to_cover(canvas, (8, 12)), canvas)
-  # Aspect preserved, the target covered, then cropped: 8x12 -> x2 = 16x24 -> 16x20.
-  assert dense.resize_to_cover(canvas, (16, 20)).shape == (2, 16, 20, 3)
-  assert dense.resize_to_cover(canvas, (6, 20)).shape == (2, 6, 20, 3)  # 8x12 -> 14x20 -> 6x20
-  assert dense.resize_to_cover(canvas, (3, 3)).shape == (2, 3, 3, 3)
-  flat = jnp.full((1, 30, 50, 3), 0.7)
-  np.testing.assert_allclose(dense.resize_to_cover(flat, (41, 43)), 0.7, rtol=1e-6)
-  # A left-to-right ramp stays a left-to-right ramp.
-  ramp = jnp.broadcast_to(jnp.linspace(0.0, 1.0, 50)[None, None, :, None], (1, 30, 50, 1))
-  row = np.asarray(dense.resize_to_cover(ramp, (45, 60)))[0, 20, :, 0]
-  assert np.all(np.diff(row) > 0)
+def full(images) -> dict:
+  """Keyword arguments saying that each image fills its canvas and is its own original."""
+  b, h, w, _ = images.shape
+  hw = jnp.asarray([[h, w]] * b, jnp.int32)
+  return {"image_hw": hw, "original_hw": hw}
+
+
+ten_views = jax.jit(dense.ten_views, static_argnames=("resize_short", "crop"))
 
 
 def test_ten_views_are_corners_centre_and_flips():
   canvas = normal_images((2, 10, 14, 3), seed=3)
-  views = np.asarray(dense.ten_views(canvas, resize_short=10, crop=6))  # no resize: exact crops
+  views = np.asarray(ten_views(canvas, **full(canvas), resize_short=10, crop=6))  # exact
   c = np.asarray(canvas)
   assert views.shape == (10, 2, 6, 6, 3)
   expected = [c[:, :6, :6], c[:, :6, 8:], c[:, 4:, :6], c[:, 4:, 8:], c[:, 2:8, 4:10]]
   for i, crop in enumerate(expected):
-    np.testing.assert_array_equal(views[i], crop, err_msg=dense.VIEW_NAMES[i])
-    np.testing.assert_array_equal(views[5 + i], crop[:, :, ::-1], err_msg="flipped")
-  np.testing.assert_array_equal(dense.centre_crop_view(canvas, 10, 6), views[dense.CENTRE_VIEW])
-  # With a resize: short side 20 -> 20x28, crops 16x16 of it.
-  resized = np.asarray(dense.ten_views(canvas, resize_short=20, crop=16))
+    np.testing.assert_allclose(views[i], crop, atol=1e-6, err_msg=dense.VIEW_NAMES[i])
+    np.testing.assert_allclose(views[5 + i], crop[:, :, ::-1], atol=1e-6, err_msg="flipped")
+  centre = jax.jit(dense.centre_crop_view, static_argnames=("resize_short", "crop"))
+  np.testing.assert_array_equal(centre(canvas, **full(canvas), resize_short=10, crop=6),
+                                views[dense.CENTRE_VIEW])
+  # With a resize: short side 20 -> 20x28, crops 16x16 of it, as jax.image.resize then slicing.
+  resized = np.asarray(ten_views(canvas, **full(canvas), resize_short=20, crop=16))
   assert resized.shape == (10, 2, 16, 16, 3)
+  ref = np.asarray(jax.image.resize(canvas, (2, 20, 28, 3), "linear"))
+  np.testing.assert_allclose(resized[1], ref[:, :16, 12:], atol=1e-5)  # top-right
+  np.testing.assert_allclose(resized[dense.CENTRE_VIEW], ref[:, 2:18, 6:22], atol=1e-5)
+
+
+def test_views_crop_the_real_image_never_the_padding():
+  """A changed behaviour (the views were crops of a centre-cropped canvas): now they are crops of
+  the whole image resized by its ORIGINAL short side, wherever the image sits in a padded canvas."""
+  image = normal_images((1, 10, 14, 3), seed=6)
+  padded = jnp.zeros((1, 16, 24, 3)).at[:, :10, :14].set(image).at[:, 10:].set(50.0)  # loud padding
+  sizes = {"image_hw": jnp.asarray([[10, 14]]), "original_hw": jnp.asarray([[30, 42]])}
+  views = ten_views(padded, **sizes, resize_short=10, crop=6)
+  np.testing.assert_allclose(views, ten_views(image, **full(image), resize_short=10, crop=6),
+                             atol=1e-5)
+  assert np.abs(np.asarray(views)).max() < 10  # no padding value anywhere
 
 
 def eval_config(scales, single, multi, reduce="max") -> ml_collections.ConfigDict:
@@ -222,9 +235,13 @@ def test_feature_extractor_runs_once_per_scale_not_per_offset(monkeypatch):
   model = OverFeat(build_architecture("fast", width=1 / 16, stem_kernel=3, stem_stride=1), 5,
                    weight_init="he")
   variables = abstract_variables(model)
-  canvas = jax.ShapeDtypeStruct((2, 72, 80, 3), jnp.float32)
+  square = buckets.make_buckets((1.25, 2.0))[0]
+  canvas = jax.ShapeDtypeStruct((2,) + square.canvas((80, 96)) + (3,), jnp.float32)
+  sizes = {"image_hw": jnp.asarray([[96, 86], [96, 96]]),
+           "original_hw": jnp.asarray([[50, 45], [9, 9]])}
   cfg = eval_config(((64, 64), (72, 80), (80, 96)), single=0, multi=(0, 2))  # scales 0 and 2 used
-  fn = lambda v, x: dense.evaluate_views(model, v, x, cfg, crop_size=58, resize_short=64)
+  fn = lambda v, x: dense.evaluate_views(model, v, x, cfg, **sizes, bucket=square, crop_size=58,
+                                         resize_short=64)
 
   calls = []
   original = OverFeat.features
@@ -235,20 +252,37 @@ def test_feature_extractor_runs_once_per_scale_not_per_offset(monkeypatch):
 
   monkeypatch.setattr(OverFeat, "features", counting_features)
   scores = jax.eval_shape(fn, variables, canvas)
-  assert sorted(calls) == sorted([(20, 58, 58, 3), (4, 64, 64, 3), (4, 80, 96, 3)])
+  # The square bucket's canvases: sides max(L, 1.25 S) = 80 at 64x64 and 100 at 80x96.
+  assert sorted(calls) == sorted([(20, 58, 58, 3), (4, 80, 80, 3), (4, 100, 100, 3)])
   assert set(scores) == set(dense.ROWS) and all(s.shape == (2, 5) for s in scores.values())
   stem = variables["params"]["extractor"]["conv1"]["kernel"].shape
   assert count_stem_convs(fn, variables, canvas, stem_shape=stem) == 3
 
 
+def padded_landscape_batch():
+  """Two landscape images (originals 50x70 and 45x80) as the pipeline delivers them for scales
+  64x64 and 70x76: sizes at the canvas scale (70, 76) are 70x98 and 70x124, in the (1.25, 2]
+  bucket's 70x140 canvas, zeros around."""
+  bucket = buckets.make_buckets((1.25, 2.0))[1]
+  assert bucket.canvas((70, 76)) == (70, 140)
+  image_hw = np.array([[70, 98], [70, 124]])
+  np.testing.assert_array_equal(buckets.scaled_size([[50, 70], [45, 80]], (70, 76), (70, 140)),
+                                image_hw)
+  canvas = np.array(normal_images((2, 70, 140, 3), seed=5))
+  for b, (h, w) in enumerate(image_hw):
+    canvas[b, h:], canvas[b, :, w:] = 0, 0
+  sizes = {"image_hw": jnp.asarray(image_hw), "original_hw": jnp.asarray([[50, 70], [45, 80]])}
+  return jnp.asarray(canvas), sizes, bucket
+
+
 def test_evaluate_views_rows_match_their_definitions():
-  """Each Table 2 row recomputed from the public pieces, one at a time."""
+  """Each Table 2 row recomputed from the public pieces, one at a time, on a padded batch."""
   model = tiny("fast")
   variables = random_variables(model, seed=4)
-  canvas = normal_images((2, 70, 84, 3), seed=5)
+  canvas, sizes, bucket = padded_landscape_batch()
   cfg = eval_config(((64, 64), (70, 76)), single=1, multi=(0, 1))
-  rows = jax.jit(lambda v, x: dense.evaluate_views(model, v, x, cfg, crop_size=58,
-                                                   resize_short=64))(variables, canvas)
+  rows = jax.jit(lambda v, x: dense.evaluate_views(model, v, x, cfg, **sizes, bucket=bucket,
+                                                   crop_size=58, resize_short=64))(variables, canvas)
   assert set(rows) == set(dense.ROWS)  # (jit returns dicts with sorted keys)
 
   @jax.jit  # all references in one compiled program (eager op-by-op dispatch is slower on CPU)
@@ -257,14 +291,17 @@ def test_evaluate_views_rows_match_their_definitions():
       return jax.nn.softmax(model.apply(variables, images, train=False))
 
     def scale_scores(index, fine, flip=False):
-      images = dense.resize_to_cover(canvas, cfg.scales[index])
-      images = images[:, :, ::-1] if flip else images
-      return dense.class_scores(dense.dense_class_map(model, variables, images, fine=fine), "max")
+      images, hw = dense.scale_images(canvas, **sizes, scale=cfg.scales[index], bucket=bucket)
+      images = resize.flip_valid(images, hw) if flip else images
+      grid = dense_grid.dense_grid(model, variables, images, image_hw=hw,
+                                   original_hw=sizes["original_hw"], fine=fine)
+      return dense.class_scores(grid.logits, "max", grid.valid)
 
-    views = dense.ten_views(canvas, 64, 58)  # [10, B, 58, 58, 3], one batched call
+    views = dense.ten_views(canvas, **sizes, resize_short=64, crop=58)  # [10, B, 58, 58, 3]
     multi = (scale_scores(0, True) + scale_scores(1, True)) / 2
     return {
-        dense.ROW_CENTRE: softmax_call(dense.centre_crop_view(canvas, 64, 58)),
+        dense.ROW_CENTRE: softmax_call(dense.centre_crop_view(canvas, **sizes, resize_short=64,
+                                                              crop=58)),
         dense.ROW_TEN_VIEWS: softmax_call(views.reshape(20, 58, 58, 3)).reshape(10, 2, -1).mean(0),
         dense.ROW_COARSE: scale_scores(1, False),
         dense.ROW_FINE: scale_scores(1, True),
@@ -284,12 +321,16 @@ def test_evaluate_views_rows_match_their_definitions():
 def test_evaluate_views_scale_too_small():
   model = tiny("fast")
   variables = abstract_variables(model)
-  canvas = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  square = buckets.make_buckets((1.25,))[0]
+  canvas = jax.ShapeDtypeStruct((1, 80, 80, 3), jnp.float32)
+  sizes = {"image_hw": jnp.asarray([[80, 80]]), "original_hw": jnp.asarray([[80, 80]])}
 
   def run(cfg):
-    jax.eval_shape(lambda v, x: dense.evaluate_views(model, v, x, cfg, crop_size=58,
-                                                      resize_short=64), variables, canvas)
+    jax.eval_shape(lambda v, x: dense.evaluate_views(model, v, x, cfg, **sizes, bucket=square,
+                                                      crop_size=58, resize_short=64),
+                   variables, canvas)
 
+  # The square bucket's 75x75 canvas at 60x60 would fit the grid; the 60x60 image itself does not.
   with pytest.raises(InputSizeError, match="60x60 image is too small"):
     run(eval_config(((64, 64), (60, 60)), single=0, multi=(0, 1)))
 

@@ -9,9 +9,11 @@ import pytest
 
 from cli_helpers import assert_one_line_error, evaluate_cli, train_cli
 
-# Two small scales keep the compile short; 8 examples in batches of 4 exercise the padded last batch.
+# Two small scales and one shape bucket (up to 2:1, all of the digits' images) keep it to one short
+# compile; 6 examples in batches of 4 exercise the padded last batch.
 SMALL_EVAL = ("--config.eval.scales=((64,64),(72,80))", "--config.eval.multi_scales=(0,1)",
-              "--config.eval.num_examples=6", "--config.input.eval_batch_size=4")
+              "--config.eval.aspect_buckets=(2.0,)", "--config.eval.num_examples=6",
+              "--config.input.eval_batch_size=4")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from overfeat_jax.config import base_config
-from overfeat_jax.data import pipeline, transforms
+from overfeat_jax.data import buckets, pipeline, transforms
 from overfeat_jax.data.registry import DATASETS, get_dataset_spec
 from overfeat_jax.errors import ConfigError, DataError
 
@@ -169,8 +169,8 @@ def test_pad_boxes_pads_and_keeps_the_largest():
 # Geometry.
 
 def test_crop_geometry_hand_checked():
-  # Cover: 100 x 50 onto (112, 136): scale max(1.12, 2.72) = 2.72 -> 272 x 136, centre offset 80.
-  assert transforms.cover_crop(100, 50, (112, 136)) == transforms.Crop(272, 136, 80, 0, 112, 136)
+  # Whole image: a crop that cuts nothing.
+  assert transforms.whole_image(100, 50, (224, 112)) == transforms.Crop(224, 112, 0, 0, 224, 112)
   # Train: short side 100 -> 64 makes 64 x 128; 58-crops start at rows 0..6, columns 0..70.
   rng = np.random.default_rng(0)
   crops = [transforms.train_crop(100, 200, 64, 58, rng) for _ in range(400)]
@@ -184,7 +184,8 @@ def test_crop_geometry_hand_checked():
 def test_apply_crop_equals_resize_then_slice():
   rng = np.random.default_rng(1)
   image = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
-  for crop in (transforms.cover_crop(90, 70, (112, 136)), transforms.train_crop(90, 70, 64, 58, rng)):
+  for crop in (transforms.Crop(245, 136, 80, 0, 112, 136), transforms.whole_image(90, 70, (112, 87)),
+               transforms.train_crop(90, 70, 64, 58, rng)):
     full = np.asarray(Image.fromarray(image).resize((crop.resized_w, crop.resized_h),
                                                     Image.Resampling.BILINEAR))
     ref = full[crop.top:crop.top + crop.out_h, crop.left:crop.left + crop.out_w]
@@ -194,17 +195,15 @@ def test_apply_crop_equals_resize_then_slice():
 
 
 def test_crop_boxes_maps_into_the_canvas():
-  crop = transforms.cover_crop(100, 50, (112, 136))  # scale 2.72, offset (top 80, left 0).
+  crop = transforms.Crop(272, 136, 80, 0, 112, 136)  # 100 x 50 scaled by 2.72, offset (80, 0).
   boxes, nonempty = transforms.crop_boxes(
       np.array([[10, 40, 20, 60], [0, 0, 50, 10]], np.float32), 100, 50, crop)
   np.testing.assert_allclose(boxes[0], [27.2, 28.8, 54.4, 83.2], atol=1e-3)
   assert nonempty.tolist() == [True, False]  # The second box lies above the centre crop.
 
 
-def test_canvas_size_and_steps_per_epoch():
-  config = base_config()
-  assert pipeline.canvas_size(config) == (112, 136)
-  assert pipeline.train_steps_per_epoch(config, 4000) == 62
+def test_steps_per_epoch():
+  assert pipeline.train_steps_per_epoch(base_config(), 4000) == 62
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,61 +300,96 @@ def test_workers_give_the_same_batches(digits_data_dir):
 # ---------------------------------------------------------------------------------------------
 # Eval loader.
 
-def test_eval_order_padding_and_mask(fake_config):
+# IndexImages 0..9 (H = 40 + i, W = 30 + 7i % 41) by bucket of (1.25, 2.0): 1-3 and 7-9 square,
+# 4 and 5 landscape (44 x 58, 45 x 65), 0 and 6 portrait (40 x 30, 46 x 31).
+BUCKET_OF_FIRST_10 = [2, 0, 0, 0, 1, 1, 2, 0, 0, 0]
+# Their canvases at base_config()'s canvas scale (112, 136): square max(136, 1.25 * 112) = 140;
+# landscape (max(112, 136 / 1.25), max(136, 2 * 112)) = (112, 224); portrait the transpose.
+CANVASES = {0: (140, 140), 1: (112, 224), 2: (224, 112)}
+
+
+def test_eval_batches_grouped_by_bucket_padded_and_masked(fake_config):
   config = fake_config(n=50)
   config.eval.num_examples = 10
   loader = pipeline.eval_loader(config)
-  assert loader.num_examples == 10 and len(loader) == 3 and loader.canvas == (112, 136)
+  assert [buckets.bucket_index(*IndexImages(50)[i]["image"].shape[:2], (1.25, 2.0))
+          for i in range(10)] == BUCKET_OF_FIRST_10
+  assert loader.num_examples == 10 and loader.scale == (112, 136)
+  assert loader.bucket_counts == (6, 2, 2)
   batches = list(loader)
-  assert len(batches) == 3
-  for batch in batches:
-    assert batch["image"].shape == (4, 112, 136, 3) and batch["image"].dtype == np.float32
-    assert batch["label"].dtype == np.int32 and batch["valid"].dtype == np.bool_
+  assert len(batches) == len(loader) == 4  # bucket 0: 2 batches, buckets 1 and 2: 1 each
+  expected = [([1, 2, 3, 7], 0), ([8, 9], 0), ([4, 5], 1), ([0, 6], 2)]
+  for batch, (indices, bucket) in zip(batches, expected):
+    n = len(indices)
+    assert batch["image"].shape == (4,) + CANVASES[bucket] + (3,)
+    assert batch["image"].dtype == np.float32 and batch["valid"].dtype == np.bool_
+    assert batch["size"].dtype == np.int32 and batch["original_size"].dtype == np.int32
+    np.testing.assert_array_equal(batch["bucket"], [bucket] * 4)
+    np.testing.assert_array_equal(batch["valid"], [True] * n + [False] * (4 - n))
+    np.testing.assert_array_equal(_indices(batch)[:n], indices)
+    np.testing.assert_array_equal(batch["label"], [i % 10 for i in indices] + [0] * (4 - n))
+    np.testing.assert_array_equal(batch["image"][n:], 0.0)
+    for i, (h, w) in zip(indices, batch["size"]):  # zeros around each image, the image inside
+      image = batch["image"][list(indices).index(i)]
+      assert not image[h:].any() and not image[:, w:].any() and image[:h, :w].all()
     assert "boxes" not in batch  # imagenet2012 has no boxes.
-  np.testing.assert_array_equal(np.concatenate([_indices(b) for b in batches[:2]]), np.arange(8))
-  last = batches[2]
-  np.testing.assert_array_equal(last["valid"], [True, True, False, False])
-  np.testing.assert_array_equal(_indices(last)[:2], [8, 9])
-  np.testing.assert_array_equal(last["image"][2:], 0.0)
-  np.testing.assert_array_equal(last["label"], [8, 9, 0, 0])
   assert list(loader)[1]["label"].tolist() == batches[1]["label"].tolist()  # Re-iterable.
+
+
+def test_eval_order_is_the_same_number_of_batches_on_every_host():
+  # 2 hosts take 2 slots of each global batch of 4; each bucket's last batch is padded.
+  order = {p: pipeline.eval_order(BUCKET_OF_FIRST_10, 4, p, 2) for p in range(2)}
+  pad = transforms.PAD_INDEX
+  assert order[0] == ((1, 2, 8, 9, 4, 5, 0, 6), (0, 0, 0, 0, 1, 1, 2, 2))
+  assert order[1] == ((3, 7) + (pad,) * 6, (0, 0, 0, 0, 1, 1, 2, 2))
 
 
 def test_eval_two_hosts_split_each_global_batch(fake_config):
   config = fake_config(n=10)
-  hosts = [list(pipeline.eval_loader(config, process_index=p, process_count=2)) for p in range(2)]
-  assert [len(h) for h in hosts] == [3, 3]  # Same number of batches on every host.
-  order = [(_indices(b), b["valid"]) for h in zip(*hosts) for b in h]  # Global batch by batch.
+  loaders = [pipeline.eval_loader(config, process_index=p, process_count=2) for p in range(2)]
+  hosts = [list(loader) for loader in loaders]
+  assert [len(h) for h in hosts] == [4, 4]  # Same number of batches on every host...
+  for a, b in zip(*hosts):  # ...and the same bucket at every step.
+    assert a["bucket"][0] == b["bucket"][0] and a["image"].shape == b["image"].shape
+  order = [(_indices(b), b["valid"]) for step in zip(*hosts) for b in step]
   indices = np.concatenate([i for i, _ in order])
   valid = np.concatenate([v for _, v in order])
-  np.testing.assert_array_equal(indices[valid], np.arange(10))
-  np.testing.assert_array_equal(valid, [True] * 10 + [False] * 2)
+  assert sorted(indices[valid]) == list(range(10)) and valid.sum() == 10
 
 
-def test_eval_image_is_the_normalised_cover_crop(digits_data_dir):
+def test_eval_image_is_the_normalised_whole_image(digits_data_dir):
   config = _digits_config(digits_data_dir, batch_size=4)
-  config.eval.num_examples = 4
-  batch = next(iter(pipeline.eval_loader(config)))
+  config.eval.num_examples = 6
+  loader = pipeline.eval_loader(config)
   source = pipeline.load_source(config.dataset, "test")
   spec = get_dataset_spec(config.dataset.name)
-  for i in range(4):
-    example = pipeline.decode_example(source[i], spec)
+  examples = [pipeline.decode_example(source[i], spec) for i in range(6)]
+  bucket_ids = [buckets.bucket_index(*e["image"].shape[:2], (1.25, 2.0)) for e in examples]
+  order, _ = pipeline.eval_order(bucket_ids, 4, 0, 1)
+  slots = [(batch, j) for batch in loader for j in range(4)]
+  assert len(slots) == len(order)
+  for (batch, j), i in zip(slots, order):
+    if i == transforms.PAD_INDEX:
+      assert not batch["valid"][j]
+      continue
+    example = examples[i]
     h, w = example["image"].shape[:2]
-    scale = max(112 / h, 136 / w)  # Independent reference: full resize, then centre slice.
-    rh, rw = max(112, round(h * scale)), max(136, round(w * scale))
+    # Independent reference: the whole image resized by f = max(112 / short, 136 / long), padded.
+    f = max(112 / min(h, w), 136 / max(h, w))
+    rh, rw = round(h * f), round(w * f)
+    np.testing.assert_array_equal(batch["size"][j], [rh, rw])
+    np.testing.assert_array_equal(batch["original_size"][j], [h, w])
     full = np.asarray(Image.fromarray(example["image"]).resize((rw, rh), Image.Resampling.BILINEAR))
-    top, left = (rh - 112) // 2, (rw - 136) // 2
-    ref = (full[top:top + 112, left:left + 136] / 255.0 - MEAN) / STD
-    assert np.abs(batch["image"][i] - ref).max() <= 1.0 / 255 / STD.min() + 1e-5
-    assert batch["label"][i] == example["label"]
-    # Ground truth mapped into the canvas: the digit's box, scaled and shifted like the image (whose
-    # per-axis scale is that of the rounded resized size).
+    ref = (full / 255.0 - MEAN) / STD
+    assert np.abs(batch["image"][j, :rh, :rw] - ref).max() <= 1.0 / 255 / STD.min() + 1e-5
+    assert not batch["image"][j, rh:].any() and not batch["image"][j, :, rw:].any()
+    assert batch["label"][j] == example["label"]
+    # Ground truth scaled like the image (per axis by the rounded size), nothing cut away.
     sx, sy = rw / w, rh / h
-    want = np.clip(example["boxes"][0] * [sx, sy, sx, sy] - [left, top, left, top], 0,
-                   [136, 112, 136, 112])
-    assert batch["box_valid"][i, 0] and not batch["box_valid"][i, 1:].any()
-    np.testing.assert_allclose(batch["boxes"][i, 0], want, atol=0.05)
-    assert batch["box_labels"][i, 0] == example["label"]
+    np.testing.assert_allclose(batch["boxes"][j, 0], example["boxes"][0] * [sx, sy, sx, sy],
+                               atol=0.05)
+    assert batch["box_valid"][j, 0] and not batch["box_valid"][j, 1:].any()
+    assert batch["box_labels"][j, 0] == example["label"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,10 +406,12 @@ def test_imagenet_mock_feeds_both_loaders():
     batch = next(iter(pipeline.train_loader(config)))
     assert batch["image"].shape == (4, 58, 58, 3) and batch["label"].shape == (4,)
     assert ((batch["label"] >= 0) & (batch["label"] < 1000)).all()
-    eval_batches = list(pipeline.eval_loader(config))
-  assert len(eval_batches) == 2
-  assert eval_batches[0]["image"].shape == (4, 112, 136, 3)
-  np.testing.assert_array_equal(eval_batches[1]["valid"], [True, True, False, False])
+    loader = pipeline.eval_loader(config)
+    eval_batches = list(loader)
+  assert sum(b["valid"].sum() for b in eval_batches) == 6  # in batches of one bucket each
+  for batch in eval_batches:
+    canvas = loader.shape_buckets[batch["bucket"][0]].canvas(loader.scale)
+    assert batch["image"].shape == (4,) + canvas + (3,)
 
 
 def test_voc_mock_boxes_are_valid_pixels():
@@ -394,4 +430,4 @@ def test_voc_mock_boxes_are_valid_pixels():
       assert (boxes >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
     batch = next(iter(pipeline.eval_loader(config)))
   assert batch["boxes"].shape == (4, 16, 4) and batch["box_valid"].shape == (4, 16)
-  assert (batch["label"] == pipeline.NO_LABEL).all()
+  assert (batch["label"][batch["valid"]] == pipeline.NO_LABEL).all()

@@ -4,8 +4,9 @@
   first use; external datasets must have been prepared with `tfds build ... --file_format=array_record`).
 - `train_loader`: an infinite, deterministically shuffled, per-host sharded stream of augmented
   classification batches (SPEC A3) over a `grain.DataLoader`, with checkpointable iterator state.
-- `eval_loader`: the eval split in a fixed order, each image resized to cover the "canvas" (the largest
-  test scale, SPEC A4) and centre-cropped; the last batch padded and masked.
+- `eval_loader`: the eval split in a fixed order grouped by shape bucket, each WHOLE image resized
+  (aspect kept) and padded into its bucket's canvas (SPEC A4, `overfeat_jax.data.buckets`); the last
+  batch of each bucket padded and masked.
 
 Workers: `config.input.num_workers > 0` runs the transforms in grain worker processes. Python starts
 those by re-importing the main module, so a script that builds a loader with workers must guard its
@@ -14,10 +15,11 @@ entry point with `if __name__ == "__main__":`. Results do not depend on the work
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
@@ -25,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from overfeat_jax.data import transforms
+from overfeat_jax.data import buckets, transforms
 from overfeat_jax.data.registry import DatasetSpec, get_dataset_spec
 # Part of this module's API (defined with the other per-example transforms).
 from overfeat_jax.data.transforms import NO_LABEL, PAD_LABEL, decode_example, pad_boxes  # noqa: F401
@@ -151,12 +153,6 @@ def host_batch_size(global_batch: int, process_count: int, key: str) -> int:
 def train_steps_per_epoch(config: ml_collections.ConfigDict, num_records: int) -> int:
   """Optimizer steps per epoch: num_records // config.input.batch_size (the remainder is skipped)."""
   return num_records // config.input.batch_size
-
-
-def canvas_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(Hc, Wc) = (max H, max W) over config.eval.scales: every eval image is delivered at this size."""
-  scales = tuple(tuple(s) for s in config.eval.scales)
-  return max(h for h, _ in scales), max(w for _, w in scales)
 
 
 def _check_process(process_index: int, process_count: int) -> None:
@@ -302,18 +298,26 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
 class EvalLoader:
   """The eval batches of one host; iterable any number of times (same batches each time).
 
-  Each batch: {"image": [B_host, Hc, Wc, 3] float32 normalised (zeros where not valid),
-  "label": [B_host] int32, "valid": [B_host] bool} and, for datasets with boxes, "boxes"
-  [B_host, M, 4] float32 canvas pixels, "box_labels" [B_host, M] int32, "box_valid" [B_host, M] bool.
-  Global batch b holds examples b * B .. b * B + B - 1 (B = config.input.eval_batch_size); host p
-  gets its slice p * B_host .. (p + 1) * B_host - 1 of it.
+  Each batch holds one shape bucket (`overfeat_jax.data.buckets`): {"image": [B_host, Hb, Wb, 3]
+  float32 normalised, each whole image in the top-left corner of its bucket's canvas (Hb, Wb) =
+  `shape_buckets[bucket].canvas(scale)`, zeros in the padding and for padded examples; "size" [B_host, 2]
+  int32, the image's (h, w) in the canvas; "original_size" [B_host, 2] int32, its decoded size;
+  "bucket" [B_host] int32 (one value); "label" [B_host] int32; "valid" [B_host] bool} and, for
+  datasets with boxes, "boxes" [B_host, M, 4] float32 canvas pixels, "box_labels" [B_host, M] int32,
+  "box_valid" [B_host, M] bool.
+  Order: the buckets in index order; within a bucket its examples in split order, in global batches
+  of B = config.input.eval_batch_size (the last one padded); host p gets slots p * B_host ..
+  (p + 1) * B_host - 1 of each global batch, so every host has the same number of batches and the
+  same bucket at each step.
 
   Attributes:
     dataset: the grain MapDataset of batches.
     num_examples: real examples over all hosts (padding excluded).
     num_batches: batches per host (the same on every host).
     batch_size: B_host.
-    canvas: (Hc, Wc).
+    shape_buckets: the shape buckets (`buckets.make_buckets(config.eval.aspect_buckets)`).
+    scale: the canvas scale the images are delivered at (`buckets.canvas_scale(config.eval)`).
+    bucket_counts: real examples per bucket (all hosts).
     read_options, num_workers: how iteration reads (threads, worker processes).
   """
 
@@ -321,7 +325,9 @@ class EvalLoader:
   num_examples: int
   num_batches: int
   batch_size: int
-  canvas: tuple[int, int]
+  shape_buckets: tuple[buckets.Bucket, ...]
+  scale: tuple[int, int]
+  bucket_counts: tuple[int, ...]
   read_options: grain.ReadOptions
   num_workers: int
 
@@ -345,33 +351,57 @@ def num_eval_examples(config: ml_collections.ConfigDict) -> int:
   return _eval_count(config, len(load_source(config.dataset, config.dataset.eval_split)))
 
 
-def eval_order(num_examples: int, global_batch: int, process_index: int, process_count: int
-               ) -> tuple[int, ...]:
-  """Source index of each slot of this host's batches; PAD_INDEX past the end (see EvalLoader)."""
+def eval_order(bucket_ids: Sequence[int], global_batch: int, process_index: int,
+               process_count: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """This host's slots of the eval order (see EvalLoader).
+
+  Args:
+    bucket_ids: the shape bucket of each example (example i = source index i).
+    global_batch: B; process_index, process_count: this host among all.
+  Returns:
+    (indices, slot_buckets): per slot of this host's batches, the source index (PAD_INDEX past the
+    end of a bucket) and the bucket of its batch.
+  """
   host_batch = global_batch // process_count
-  num_batches = math.ceil(num_examples / global_batch)
-  order = []
-  for b in range(num_batches):
-    start = b * global_batch + process_index * host_batch
-    slots = range(start, start + host_batch)
-    order.extend(i if i < num_examples else transforms.PAD_INDEX for i in slots)
-  return tuple(order)
+  indices, slot_buckets = [], []
+  for bucket in sorted(set(bucket_ids)):
+    members = [i for i, b in enumerate(bucket_ids) if b == bucket]
+    for start in range(0, len(members), global_batch):
+      first = start + process_index * host_batch
+      mine = members[first:min(first + host_batch, start + global_batch)]
+      indices.extend(mine + [transforms.PAD_INDEX] * (host_batch - len(mine)))
+      slot_buckets.extend([bucket] * host_batch)
+  return tuple(indices), tuple(slot_buckets)
+
+
+def image_sizes(source: Any, num_examples: int, spec: DatasetSpec) -> np.ndarray:
+  """int [num_examples, 2] (height, width) of the first records' images, read in threads.
+
+  Evaluation groups examples by shape before batching, so every host reads every record once for
+  this (the grain pipeline reads them again to resize them).
+  """
+  def size(i: int) -> tuple[int, int]:
+    return transforms.image_size(source[i], spec)
+
+  with concurrent.futures.ThreadPoolExecutor(_MAX_READ_THREADS) as pool:
+    return np.array(list(pool.map(size, range(num_examples))), np.int64).reshape(-1, 2)
 
 
 def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
                 process_count: int = 1) -> EvalLoader:
-  """The eval split of config.dataset, in a fixed order, on the canvas (see EvalLoader, SPEC A4).
+  """The eval split of config.dataset, grouped by shape bucket (see EvalLoader, SPEC A4).
 
-  Each image is resized (aspect kept) by max(Hc / H, Wc / W) so that it covers the canvas
-  (Hc, Wc) = canvas_size(config), and centre-cropped to it; the evaluator derives every test scale
-  and the centre / 10-view crops from the canvas on device.
+  Each image is resized as a whole, aspect kept, to its size at the canvas scale
+  `buckets.canvas_scale(config.eval)` (the largest any test scale or view needs) and padded at the
+  bottom and right into its bucket's canvas; the evaluator derives every test scale and the centre /
+  10-view crops from it on device.
 
   Raises:
-    ConfigError: bad eval scales or eval batch size. DataError: see `load_source`.
+    ConfigError: bad eval batch size. DataError: see `load_source`; an image that is not
+    [H, W, 1|3|4].
   """
   _check_process(process_index, process_count)
   _prepare_workers(config.input.num_workers)
-  canvas = canvas_size(config)
   global_batch = config.input.eval_batch_size
   batch = host_batch_size(global_batch, process_count, "input.eval_batch_size")
   spec = get_dataset_spec(config.dataset.name)
@@ -379,14 +409,21 @@ def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
   n = _eval_count(config, len(source))
   if n == 0:
     raise DataError(f"{spec.name} split {config.dataset.eval_split!r} is empty")
-  order = eval_order(n, global_batch, process_index, process_count)
+  bounds = tuple(config.eval.aspect_buckets)
+  bucket_ids = [buckets.bucket_index(h, w, bounds) for h, w in image_sizes(source, n, spec)]
+  order, slot_buckets = eval_order(bucket_ids, global_batch, process_index, process_count)
+  shape_buckets = buckets.make_buckets(bounds)
+  scale = buckets.canvas_scale(config.eval)
   dataset = (
-      grain.MapDataset.source(transforms.EvalRecords(source=source, indices=order))
-      .map(transforms.EvalTransform(spec=spec, canvas=canvas, max_boxes=config.input.max_boxes))
+      grain.MapDataset.source(transforms.EvalRecords(source, order, slot_buckets))
+      .map(transforms.EvalTransform(spec=spec, shape_buckets=shape_buckets, scale=scale,
+                                    max_boxes=config.input.max_boxes))
       .batch(batch, drop_remainder=False)
       .map(transforms.NormalizeBatch(mean=tuple(config.input.mean), std=tuple(config.input.std)))
   )
   return EvalLoader(
       dataset=dataset, num_examples=n, num_batches=len(order) // batch, batch_size=batch,
-      canvas=canvas, read_options=_read_options(config.input.prefetch * batch),
+      shape_buckets=shape_buckets, scale=scale,
+      bucket_counts=tuple(bucket_ids.count(i) for i in range(len(shape_buckets))),
+      read_options=_read_options(config.input.prefetch * batch),
       num_workers=config.input.num_workers)

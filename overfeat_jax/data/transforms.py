@@ -14,6 +14,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from overfeat_jax.data import buckets
 from overfeat_jax.data.registry import DatasetSpec
 from overfeat_jax.errors import DataError
 
@@ -67,6 +68,14 @@ def tfds_boxes_to_pixels(bboxes: Any, height: int, width: int) -> np.ndarray:
   xs = np.sort(yxyx[:, 1::2], axis=1) * width  # [N, 2] (xmin, xmax)
   boxes = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)
   return np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32)).astype(np.float32)
+
+
+def image_size(record: Mapping[str, Any], spec: DatasetSpec) -> tuple[int, int]:
+  """(height, width) of a record's image."""
+  shape = np.shape(_feature(record, spec.image_key))
+  if len(shape) not in (2, 3):
+    raise DataError(f"expected an image [H, W, 1|3|4], got shape {shape}")
+  return int(shape[0]), int(shape[1])
 
 
 def decode_example(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np.ndarray]:
@@ -143,21 +152,16 @@ class Crop:
 def train_crop(height: int, width: int, resize_short: int, crop_size: int,
                rng: np.random.Generator) -> Crop:
   """SPEC A3: short side -> resize_short (aspect kept), then a random crop_size x crop_size crop."""
-  scale = resize_short / min(height, width)
-  rh = max(crop_size, round(height * scale))
-  rw = max(crop_size, round(width * scale))
+  rh, rw = (int(v) for v in buckets.short_side_size((height, width), resize_short, crop_size))
   top = int(rng.integers(0, rh - crop_size + 1))
   left = int(rng.integers(0, rw - crop_size + 1))
   return Crop(rh, rw, top, left, crop_size, crop_size)
 
 
-def cover_crop(height: int, width: int, canvas: tuple[int, int]) -> Crop:
-  """Resize (aspect kept) by max(Hc / H, Wc / W) so the image covers the canvas; crop its centre."""
-  ch, cw = canvas
-  scale = max(ch / height, cw / width)
-  rh = max(ch, round(height * scale))
-  rw = max(cw, round(width * scale))
-  return Crop(rh, rw, (rh - ch) // 2, (rw - cw) // 2, ch, cw)
+def whole_image(height: int, width: int, size: tuple[int, int]) -> Crop:
+  """The whole (height, width) image resized to `size` (h, w): a Crop that cuts nothing."""
+  h, w = (int(v) for v in size)
+  return Crop(h, w, 0, 0, h, w)
 
 
 def apply_crop(image: np.ndarray, crop: Crop) -> np.ndarray:
@@ -219,8 +223,9 @@ class TrainTransform(grain.transforms.RandomMap):
 
 @dataclasses.dataclass(frozen=True)
 class NormalizeBatch(grain.transforms.Map):
-  """Batch {"image": [B, ...] uint8, ...} -> the same with normalised float32 images; padded examples
-  (a `valid` entry False) become exact zeros."""
+  """Batch {"image": [B, H, W, 3] uint8, ...} -> the same with normalised float32 images. Padded
+  examples (a `valid` entry False) become exact zeros, and so does the padding around each image
+  when the batch says how large its images are ("size" [B, 2] (h, w))."""
 
   mean: tuple[float, ...]
   std: tuple[float, ...]
@@ -229,55 +234,71 @@ class NormalizeBatch(grain.transforms.Map):
     images = normalize(element["image"], self.mean, self.std)
     if "valid" in element:
       images *= element["valid"][:, None, None, None]
+    if "size" in element:  # (ops.resize.pixel_mask on device; the pipeline stays free of jax)
+      _, h, w, _ = images.shape
+      rows = np.arange(h)[None, :, None] < element["size"][:, 0, None, None]  # [B, H, 1]
+      cols = np.arange(w)[None, None, :] < element["size"][:, 1, None, None]  # [B, 1, W]
+      images *= (rows & cols)[..., None]
     return {**element, "image": images}
 
 
-PADDING = None  # The record of a slot of the eval order past the last example.
+PADDING = None  # The record of a slot of the eval order past the last example of a bucket.
 PAD_INDEX = -1  # EvalRecords.indices entry of such a slot.
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalRecords:
-  """Random-access source of the eval order: position i -> (record, True), or (PADDING, False)."""
+  """Random-access source of the eval order: position i -> (record or PADDING, valid, bucket)."""
 
   source: Any
   indices: tuple[int, ...]  # Source index per position; PAD_INDEX for padding.
+  bucket_ids: tuple[int, ...]  # Shape bucket per position (that of its batch, padding included).
 
   def __len__(self) -> int:
     return len(self.indices)
 
-  def __getitem__(self, position: int) -> tuple[Any, bool]:
-    index = self.indices[position]
-    return (PADDING, False) if index == PAD_INDEX else (self.source[index], True)
+  def __getitem__(self, position: int) -> tuple[Any, bool, int]:
+    index, bucket = self.indices[position], self.bucket_ids[position]
+    if index == PAD_INDEX:
+      return PADDING, False, bucket
+    return self.source[index], True, bucket
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform(grain.transforms.Map):
-  """(record, valid) -> the eval example on the canvas (cover resize + centre crop).
+  """(record, valid, bucket) -> the whole image, resized (aspect kept) and padded into its bucket's
+  canvas at the canvas scale (SPEC A4; geometry in `overfeat_jax.data.buckets`).
 
-  Returns image [Hc, Wc, 3] uint8 (zeros for padding), label [] int32 (0 for padding), valid [] bool,
-  and, when the dataset has boxes, boxes [M, 4] float32 canvas pixels, box_labels [M] int32 and
-  box_valid [M] bool (M = max_boxes; boxes the crop cuts away are not valid).
+  Returns image [Hb, Wb, 3] uint8, (Hb, Wb) = `shape_buckets[bucket].canvas(scale)`, with the image in
+  [0, h) x [0, w) and zeros elsewhere; size [2] int32 (h, w); original_size [2] int32, the decoded
+  image's (height, width); bucket [] int32; label [] int32 (0 for padding); valid [] bool; and, when
+  the dataset has boxes, boxes [M, 4] float32 canvas pixels, box_labels [M] int32 and box_valid [M]
+  bool (M = max_boxes). A padding slot is a blank image filling the whole canvas.
   """
 
   spec: DatasetSpec
-  canvas: tuple[int, int]
+  shape_buckets: tuple[buckets.Bucket, ...]  # `buckets.make_buckets(config.eval.aspect_buckets)`
+  scale: tuple[int, int]  # `buckets.canvas_scale(config.eval)`
   max_boxes: int
 
-  def map(self, element: tuple[Any, bool]) -> dict[str, np.ndarray]:
-    record, valid = element
-    ch, cw = self.canvas
+  def map(self, element: tuple[Any, bool, int]) -> dict[str, np.ndarray]:
+    record, valid, bucket = element
+    ch, cw = self.shape_buckets[bucket].canvas(self.scale)
+    out = {"image": np.zeros((ch, cw, 3), np.uint8), "bucket": np.int32(bucket),
+           "valid": np.bool_(valid)}
     if record is PADDING:
-      out = {"image": np.zeros((ch, cw, 3), np.uint8), "label": np.int32(0), "valid": np.bool_(False)}
+      canvas = np.array([ch, cw], np.int32)
+      out.update(label=np.int32(0), size=canvas, original_size=canvas)
       if self.spec.has_boxes:
         boxes, labels, box_valid = pad_boxes(np.zeros((0, 4)), np.zeros((0,)), self.max_boxes)
         out.update(boxes=boxes, box_labels=labels, box_valid=box_valid)
       return out
     example = decode_example(record, self.spec)
     h, w = example["image"].shape[:2]
-    crop = cover_crop(h, w, self.canvas)
-    out = {"image": apply_crop(example["image"], crop), "label": example["label"],
-           "valid": np.bool_(valid)}
+    size = buckets.scaled_size((h, w), self.scale, (ch, cw))  # [2] int32
+    crop = whole_image(h, w, size)
+    out["image"][:size[0], :size[1]] = apply_crop(example["image"], crop)
+    out.update(label=example["label"], size=size, original_size=np.array([h, w], np.int32))
     if self.spec.has_boxes:
       boxes, nonempty = crop_boxes(example["boxes"], h, w, crop)
       boxes, labels, box_valid = pad_boxes(boxes[nonempty], example["box_labels"][nonempty],

@@ -1,7 +1,8 @@
 """Classification evaluation (SPEC A4): restore, run the dense grid over a split, print Table 2.
 
-One jit-compiled step over the device mesh takes a batch of canvases and returns, for every row of the
-paper's Table 2 layout, how many examples were right within top-1 and top-5; the host only adds up.
+One jit-compiled step over the device mesh (one program per shape bucket) takes a batch of whole
+images padded into their bucket's canvas and returns, for every row of the paper's Table 2 layout,
+how many examples were right within top-1 and top-5; the host only adds up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ml_collections
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax import mesh as mesh_lib
-from overfeat_jax.data import pipeline
+from overfeat_jax.data import buckets, pipeline
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.evaluation import dense, metrics, outputs
 from overfeat_jax.models.overfeat import OverFeat
@@ -39,10 +40,14 @@ def check_eval_sizes(model: OverFeat, config: ml_collections.ConfigDict) -> None
           f"{need}x{need}")
 
 
-def _row_counts(model: OverFeat, config: ml_collections.ConfigDict, variables: Any,
-                images: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
-  """One evaluation step: [B, Hc, Wc, 3] canvases -> int32 [rows, 2] (top-1, top-5 correct counts)."""
-  scores = dense.evaluate_views(model, variables, images, config.eval,
+def _row_counts(model: OverFeat, config: ml_collections.ConfigDict, bucket: buckets.Bucket,
+                variables: Any, images: jax.Array, image_hw: jax.Array, original_hw: jax.Array,
+                labels: jax.Array, valid: jax.Array) -> jax.Array:
+  """One evaluation step on a batch of one bucket: [B, Hb, Wb, 3] canvases, image sizes [B, 2] in
+  them and before resizing [B, 2], labels [B], valid [B] -> int32 [rows, 2] (top-1, top-5 correct
+  counts)."""
+  scores = dense.evaluate_views(model, variables, images, config.eval, image_hw=image_hw,
+                                original_hw=original_hw, bucket=bucket,
                                 crop_size=config.input.crop_size,
                                 resize_short=config.eval.resize_short)
   k5 = min(5, config.dataset.num_classes)
@@ -102,12 +107,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   params, step = task.restore_params(config, workdir)
   variables = {"params": params}
 
-  step_fn = jax.jit(
-      functools.partial(_row_counts, model, config),
-      in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh),
-                    mesh_lib.batch_sharded(mesh), mesh_lib.batch_sharded(mesh)),
-      out_shardings=mesh_lib.replicated(mesh))
   variables = jax.device_put(variables, mesh_lib.replicated(mesh))
+  step_fns = {}  # bucket index -> its jitted step (one program per shape bucket)
+
+  def step_fn(bucket: int):
+    if bucket not in step_fns:
+      step_fns[bucket] = jax.jit(
+          functools.partial(_row_counts, model, config, batches.shape_buckets[bucket]),
+          in_shardings=(mesh_lib.replicated(mesh),) + (mesh_lib.batch_sharded(mesh),) * 5,
+          out_shardings=mesh_lib.replicated(mesh))
+    return step_fns[bucket]
 
   total = pipeline.num_eval_examples(config)
   counts = jnp.zeros((len(dense.ROWS), 2), jnp.int32)
@@ -115,9 +124,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   batches = pipeline.eval_loader(config, process_index=jax.process_index(),
                                  process_count=jax.process_count())
   for i, batch in enumerate(batches):
+    bucket_step = step_fn(int(batch["bucket"][0]))  # every host holds the same bucket at each step
     batch = mesh_lib.to_global(batch, mesh)
-    counts = counts + step_fn(variables, batch["image"], batch["label"], batch["valid"])
-    seen = min(total, seen + config.input.eval_batch_size)
+    counts = counts + bucket_step(variables, batch["image"], batch["size"], batch["original_size"],
+                                  batch["label"], batch["valid"])
+    seen += int(jnp.sum(batch["valid"]))  # each bucket's last batch is padded
     if verbose and (i == 0 or seen == total or i % 10 == 0):
       rate = seen / max(time.time() - start, 1e-9)
       print(f"eval: {seen}/{total} images, {rate:.1f} img/s", flush=True)
