@@ -14,8 +14,9 @@ import os
 from overfeat_jax.errors import WorkdirError, reason
 
 
-def replace_file(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically, creating its directory if missing.
+def replace_file(path: str, content: str | bytes) -> None:
+  """Writes `content` (text, or bytes such as a PNG) to `path` atomically, creating its directory if
+  missing.
 
   Raises:
     WorkdirError: the directory or file cannot be written (permissions, read-only, disk full, a file
@@ -26,8 +27,8 @@ def replace_file(path: str, text: str) -> None:
     raise WorkdirError(f"cannot write {path}: {directory} is a file, not a directory")
   try:
     os.makedirs(directory, exist_ok=True)
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+      f.write(content)
     os.replace(tmp, path)
   except OSError as e:
     with contextlib.suppress(OSError):

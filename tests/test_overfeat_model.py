@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from overfeat_jax.config import base_config
-from overfeat_jax.errors import ConfigError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models import overfeat
 from overfeat_jax.models.overfeat import (ACCURATE, FAST, OverFeat, build_architecture, build_model,
                                           field_of_view, layer_map_sizes, param_count)

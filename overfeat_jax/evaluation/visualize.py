@@ -21,10 +21,8 @@ are refused (DataError): they may be in [0, 1] or normalised, and only the calle
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +35,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from overfeat_jax.errors import DataError, WorkdirError, reason
+from overfeat_jax import files
+from overfeat_jax.errors import DataError
 
 DPI = 100  # figure pixels per inch: sizes below are in figure pixels
 TITLE_PX = 28  # the title strip above a panel (image panels and panel_grid cells)
@@ -346,13 +345,4 @@ def save_png(picture: Picture, path: str) -> None:
   """
   buffer = io.BytesIO()
   Image.fromarray(_picture_rgb(picture, "the picture")).save(buffer, format="PNG", optimize=True)
-  tmp = path + ".tmp"
-  try:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(tmp, "wb") as f:
-      f.write(buffer.getvalue())
-    os.replace(tmp, path)
-  except OSError as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise WorkdirError(f"cannot write {path}: {reason(e)}") from e
+  files.replace_file(path, buffer.getvalue())
