@@ -82,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.aspect_buckets = (1.25, 2.0)
   c.eval.spatial_reduce = "max"  # How a class map becomes one score per class: "max" (paper) or "mean".
   c.eval.num_examples = 0  # If > 0, evaluate only the first N examples of the split.
+  # Pictures of the first N images of the eval split, as PNGs in <workdir>/eval/pictures/ (0 = none;
+  # evaluate.py --pictures N sets it). Drawn in a separate pass after the metrics are written.
+  c.eval.pictures = 0
   return c
 
 
@@ -200,6 +203,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                             "expected strictly increasing long/short ratios, the first >= 1"),
     "eval.spatial_reduce": _one_of("max", "mean"),
     "eval.num_examples": (_non_negative, "expected >= 0 (0 = all)"),
+    "eval.pictures": (_non_negative, "expected >= 0 (0 = none)"),
 }
 
 

@@ -62,6 +62,7 @@ def test_paper_configs_follow_spec_a3():
     ("eval.multi_scales", (), "eval.multi_scales"),
     ("eval.aspect_buckets", (2.0, 1.5), "eval.aspect_buckets"),
     ("eval.aspect_buckets", (0.8,), "eval.aspect_buckets"),
+    ("eval.pictures", -1, "eval.pictures"),
     ("seed", -1, "seed"),
     ("task", "segmentation", "task"),
 ])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
+from PIL import Image
 
 from cli_helpers import assert_one_line_error, evaluate_cli, train_cli
 
@@ -14,6 +16,10 @@ from cli_helpers import assert_one_line_error, evaluate_cli, train_cli
 SMALL_EVAL = ("--config.eval.scales=((64,64),(72,80))", "--config.eval.multi_scales=(0,1)",
               "--config.eval.aspect_buckets=(2.0,)", "--config.eval.num_examples=6",
               "--config.input.eval_batch_size=4")
+# One scale, one bucket, one batch: the quickest evaluation, for tests about what follows it.
+ONE_SCALE_EVAL = ("--config.eval.scales=((64,64),)", "--config.eval.multi_scales=(0,)",
+                  "--config.eval.aspect_buckets=(2.0,)", "--config.eval.num_examples=4",
+                  "--config.input.eval_batch_size=4")
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +76,64 @@ def test_a_failed_write_still_prints_the_table_and_is_a_one_line_error(trained, 
   workdir = tmp_path / "run"
   shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("eval"))
   (workdir / "eval").write_text("")  # eval/ cannot be made: a file is in the way
-  proc = evaluate_cli(workdir, "--config.eval.scales=((64,64),)", "--config.eval.multi_scales=(0,)",
-                      "--config.eval.num_examples=4", "--config.input.eval_batch_size=4",
-                      data_dir=digits_data_dir)
+  proc = evaluate_cli(workdir, *ONE_SCALE_EVAL, data_dir=digits_data_dir)
   assert_one_line_error(proc, f"cannot write {workdir / 'eval' / 'metrics.json'}: {workdir / 'eval'} is a "
                               "file, not a directory")
   table = proc.stdout[proc.stdout.index("checkpoint step 2 of"):]
   assert "1 scale (64x64), fine stride" in table and "| top-1 err % |" in table
+
+
+def picture_files(workdir) -> list[str]:
+  return sorted(p.name for p in (workdir / "eval" / "pictures").iterdir())
+
+
+def test_pictures_of_the_first_images_have_a_panel_per_scale(trained, tmp_path, digits_data_dir):
+  from overfeat_jax.config import base_config
+  from overfeat_jax.data import pipeline
+  from overfeat_jax.evaluation.visualize import COLORBAR_PX, MIN_LONG_SIDE_PX, PANEL_GAP_PX, TITLE_PX
+
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("eval"))
+  proc = evaluate_cli(workdir, *SMALL_EVAL, "--pictures", "2", data_dir=digits_data_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert f"pictures: 2 PNG(s) in {workdir / 'eval' / 'pictures'}" in proc.stdout
+  assert (workdir / "eval" / "metrics.json").exists()
+  assert picture_files(workdir) == ["00000.png", "00001.png"]
+  config = base_config()
+  config.dataset.data_dir = digits_data_dir
+  source = pipeline.load_source(config.dataset, "test")
+  for index in range(2):
+    h, w = source[index]["image"].shape[:2]
+    zoom = math.ceil(MIN_LONG_SIDE_PX / max(h, w))
+    with Image.open(workdir / "eval" / "pictures" / f"{index:05d}.png") as png:
+      png.load()  # a whole, valid PNG
+      # One row: the image, then a score map (with its colour bar) for each of the 2 scales;
+      # a grid title and a panel title above each.
+      cell_w = w * zoom + COLORBAR_PX
+      assert png.mode == "RGB"
+      assert png.size == (3 * cell_w + 2 * PANEL_GAP_PX, 2 * TITLE_PX + h * zoom)
+
+
+def test_pictures_beyond_the_split_are_as_many_as_its_images(trained, tmp_path, digits_data_dir):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("eval"))
+  proc = evaluate_cli(workdir, *ONE_SCALE_EVAL, "--config.dataset.eval_split=test[:3]",
+                      "--config.eval.pictures=5", data_dir=digits_data_dir)
+  assert proc.returncode == 0, proc.stderr
+  assert picture_files(workdir) == ["00000.png", "00001.png", "00002.png"]
+
+
+def test_negative_pictures_is_a_one_line_error(trained):
+  proc = evaluate_cli(trained, "--pictures", "-1")
+  assert_one_line_error(proc, "--pictures=-1", "non-negative")
+
+
+def test_a_picture_that_cannot_be_written_keeps_the_metrics(trained, tmp_path, digits_data_dir):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir, ignore=shutil.ignore_patterns("eval"))
+  (workdir / "eval").mkdir()
+  (workdir / "eval" / "pictures").write_text("")  # a file where the pictures' directory belongs
+  proc = evaluate_cli(workdir, *ONE_SCALE_EVAL, "--pictures", "1", data_dir=digits_data_dir)
+  pictures = workdir / "eval" / "pictures"
+  assert_one_line_error(proc, f"cannot write {pictures / '00000.png'}: {pictures} is a file")
+  assert json.loads((workdir / "eval" / "metrics.json").read_text())["num_examples"] == 4

@@ -19,7 +19,7 @@ from overfeat_jax import checkpoint_io
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.data import buckets, pipeline
 from overfeat_jax.errors import InputSizeError
-from overfeat_jax.evaluation import dense, metrics, outputs
+from overfeat_jax.evaluation import classification_pictures, dense, metrics, outputs
 from overfeat_jax.models.overfeat import OverFeat
 from overfeat_jax.tasks import classification as task
 
@@ -95,10 +95,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   Returns:
     {'rows': {row: {'top1_error', 'top5_error', 'title'}}, 'num_examples', 'checkpoint_step', ...};
     the same is written to `workdir/eval/metrics.json` after the table (with `verbose`) is printed.
+    Then, when config.eval.pictures > 0, pictures of the first images go to workdir/eval/pictures/
+    (`classification_pictures`; process 0, a separate pass).
   Raises:
     CheckpointError when `workdir` holds no intact checkpoint or one of another model; ConfigError /
     InputSizeError / DataError for a config that cannot be evaluated; WorkdirError when
-    eval/metrics.json cannot be written (the table is printed first).
+    eval/metrics.json or a picture cannot be written (the table is printed first, metrics.json is
+    written before any picture).
   """
   model = task.model_from_config(config)
   check_eval_sizes(model, config)
@@ -149,4 +152,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
     print(format_table(rows, titles), flush=True)
   if jax.process_index() == 0:
     outputs.write_metrics(workdir, result)
+    if config.eval.pictures:
+      classification_pictures.write_pictures(config, workdir, model, variables, verbose=verbose)
   return result
