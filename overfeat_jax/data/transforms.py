@@ -7,6 +7,7 @@ this module as (x1, y1, x2, y2) float32 pixels of the image they belong to (DESI
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -149,12 +150,31 @@ class Crop:
   out_w: int
 
 
+def _crop_start(low: float, high: float, size: int, extent: int, rng: np.random.Generator) -> int:
+  """A random start s in [0, extent - size] with [low, high] inside [s, s + size] where that is
+  possible; otherwise the start that centres [low, high] (clamped to the image)."""
+  first, last = max(0, math.ceil(high) - size), min(extent - size, math.floor(low))
+  if first > last:
+    first = last = int(np.clip(round((low + high - size) / 2), 0, extent - size))
+  return int(rng.integers(first, last + 1))
+
+
 def train_crop(height: int, width: int, resize_short: int, crop_size: int,
-               rng: np.random.Generator) -> Crop:
-  """SPEC A3: short side -> resize_short (aspect kept), then a random crop_size x crop_size crop."""
+               rng: np.random.Generator, keep_box: np.ndarray | None = None) -> Crop:
+  """SPEC A3: short side -> resize_short (aspect kept), then a random crop_size x crop_size crop.
+
+  Args:
+    keep_box: optional (x1, y1, x2, y2) pixels of the original image: the crop is drawn among those
+      that contain the box whole (uniformly), or centred on it when none does (`input.crop_keeps_object`).
+  """
   rh, rw = (int(v) for v in buckets.short_side_size((height, width), resize_short, crop_size))
-  top = int(rng.integers(0, rh - crop_size + 1))
-  left = int(rng.integers(0, rw - crop_size + 1))
+  if keep_box is None:
+    top = int(rng.integers(0, rh - crop_size + 1))
+    left = int(rng.integers(0, rw - crop_size + 1))
+  else:
+    x1, y1, x2, y2 = np.asarray(keep_box, np.float64) * np.array([rw / width, rh / height] * 2)
+    top = _crop_start(y1, y2, crop_size, rh, rng)
+    left = _crop_start(x1, x2, crop_size, rw, rng)
   return Crop(rh, rw, top, left, crop_size, crop_size)
 
 
@@ -211,11 +231,17 @@ class TrainTransform(grain.transforms.RandomMap):
   resize_short: int
   crop_size: int
   random_flip: bool
+  keep_object: bool = False  # input.crop_keeps_object: crops contain the labelled object's box
 
   def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     example = decode_example(element, self.spec)
     h, w = example["image"].shape[:2]
-    image = apply_crop(example["image"], train_crop(h, w, self.resize_short, self.crop_size, rng))
+    boxes = example["boxes"]
+    keep_box = None
+    if self.keep_object and len(boxes):  # the union of the boxes (one per classification image)
+      keep_box = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
+    crop = train_crop(h, w, self.resize_short, self.crop_size, rng, keep_box)
+    image = apply_crop(example["image"], crop)
     if self.random_flip and rng.random() < 0.5:
       image = image[:, ::-1]
     return {"image": np.ascontiguousarray(image), "label": example["label"]}
