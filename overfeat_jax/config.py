@@ -39,6 +39,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.batch_size = 64  # Global training batch (split over all devices and hosts).
   c.input.eval_batch_size = 64  # Global evaluation batch; the last batch is padded and masked.
   c.input.max_boxes = 16  # Ground truth padded to this many boxes per image (with a valid mask).
+  # Detection batches (train and eval, overfeat_jax/data/detection.py): each whole image resized,
+  # aspect kept, so its short side is min_size unless its long side would then pass max_size (then
+  # the long side is max_size); paper (SPEC B5): 600 / 1000. The embedded images are 128-192 px.
+  c.input.min_size = 128
+  c.input.max_size = 224
+  # Detection batches' shape buckets (one compiled program each), as eval.aspect_buckets: increasing
+  # long / short bounds; a batch holds one bucket, its images padded bottom / right into its canvas.
+  c.input.aspect_buckets = (1.25, 2.0)
   c.input.num_workers = 0  # grain worker processes (0 = in the main process; deterministic either way).
   c.input.prefetch = 2  # grain read-ahead buffer size (batches).
 
@@ -178,6 +186,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.batch_size": (_positive, "expected > 0"),
     "input.eval_batch_size": (_positive, "expected > 0"),
     "input.max_boxes": (_positive, "expected > 0"),
+    "input.min_size": (_positive, "expected > 0"),
+    "input.max_size": (_positive, "expected > 0"),
+    "input.aspect_buckets": (_aspect_bounds_ok,
+                             "expected strictly increasing long/short ratios, the first >= 1"),
     "input.num_workers": (_non_negative, "expected >= 0"),
     "input.prefetch": (_non_negative, "expected >= 0"),
     "model.variant": _one_of("fast", "accurate"),
@@ -262,6 +274,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"must be >= input.crop_size={config.input.crop_size} so that the random crop fits")
   require(config.eval.resize_short >= config.input.crop_size, "eval.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
+  require(config.input.max_size >= config.input.min_size, "input.max_size",
+          f"must be >= input.min_size={config.input.min_size}")
   require(config.train.num_epochs > 0 or config.train.max_steps > 0, "train.num_epochs",
           "expected > 0 (or train.max_steps > 0)")
   num_scales = len(config.eval.scales)

@@ -76,6 +76,40 @@ def test_scaled_size_covers_the_box_fits_the_canvas_and_agrees_on_device():
       assert (device <= canvas).all()
 
 
+def test_min_max_size_hand_computed():
+  # 100 x 200 to 64 / 96: f = min(64 / 100, 96 / 200) = 0.48 -> 48 x 96 (the long side binds);
+  # 150 x 120: f = min(64 / 120, 96 / 150) = 0.5333 -> 80 x 64 (the short side binds).
+  np.testing.assert_array_equal(buckets.min_max_size([[100, 200], [150, 120]], 64, 96),
+                                [[48, 96], [80, 64]])
+  # SPEC B5: a 375 x 500 VOC image at 600 / 1000 -> 600 x 800; a 1:3 strip keeps its long side 1000.
+  np.testing.assert_array_equal(buckets.min_max_size([[375, 500], [100, 300]], 600, 1000),
+                                [[600, 800], [333, 1000]])
+
+
+def test_detection_canvases_hand_computed_and_every_image_fits():
+  # 64 / 96 with (1.25, 2.0): square side min(96, 1.25 * 64) = 80; landscape, the last bucket:
+  # height min(64, 96 / 1.25) = 64, width max_size 96 (it takes strips beyond 2:1 too).
+  assert buckets.detection_canvases(BOUNDS, 64, 96) == ((80, 80), (64, 96), (96, 64))
+  # One bound: every image in the square bucket, its canvas max_size both ways.
+  assert buckets.detection_canvases((1.5,), 600, 1000) == ((1000, 1000),)
+  # Three bounds at the paper's sizes: (1.2, 1.4] landscape is 600 x 840 (600 * 1.4).
+  assert buckets.detection_canvases((1.2, 1.4, 2.0), 600, 1000)[1] == (600, 840)
+  rng = np.random.default_rng(0)
+  hw = rng.integers(10, 600, size=(3000, 2))  # any aspect, strips beyond 2:1 included
+  for bounds, min_size, max_size in [(BOUNDS, 64, 96), ((1.2, 1.4, 2.0), 600, 1000), ((1.5,), 30, 31)]:
+    canvases = buckets.detection_canvases(bounds, min_size, max_size)
+    ids = np.array([buckets.bucket_index(h, w, bounds) for h, w in hw])
+    size = buckets.min_max_size(hw, min_size, max_size)  # [N, 2]
+    assert (size.max(axis=1) <= max_size).all()
+    assert ((size.min(axis=1) == min_size) | (size.max(axis=1) == max_size)).all()
+    for index, canvas in enumerate(canvases):
+      mine = size[ids == index]
+      assert (mine <= canvas).all()  # fits its bucket's canvas...
+      assert (mine.max(axis=0) >= np.array(canvas) - 1).all()  # ...which is no larger than needed
+    device = np.asarray(buckets.min_max_size(jnp.asarray(hw), min_size, max_size, xp=jnp))
+    assert np.abs(device - size).max() <= 1
+
+
 def test_short_side_size_is_the_training_resize():
   np.testing.assert_array_equal(buckets.short_side_size((100, 200), 64, 58), [64, 128])
   np.testing.assert_array_equal(buckets.short_side_size((300, 20), 64, 58), [960, 64])

@@ -63,6 +63,9 @@ def test_paper_configs_follow_spec_a3():
     ("eval.aspect_buckets", (2.0, 1.5), "eval.aspect_buckets"),
     ("eval.aspect_buckets", (0.8,), "eval.aspect_buckets"),
     ("eval.pictures", -1, "eval.pictures"),
+    ("input.min_size", 0, "input.min_size"),
+    ("input.max_size", 100, "input.max_size"),
+    ("input.aspect_buckets", (1.5, 1.5), "input.aspect_buckets"),
     ("seed", -1, "seed"),
     ("task", "segmentation", "task"),
 ])

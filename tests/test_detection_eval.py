@@ -218,13 +218,13 @@ def make_batches(images=IMAGES, per_axis_scale=True):
          "box_labels": np.full((BATCH, MAX_BOXES), -1, np.int32),
          "box_valid": np.zeros((BATCH, MAX_BOXES), bool),
          "difficult": np.zeros((BATCH, MAX_BOXES), bool),
-         "image_id": np.zeros(BATCH, np.int32), "image_size": np.zeros((BATCH, 2), np.int32),
+         "image_id": np.zeros(BATCH, np.int32), "original_size": np.zeros((BATCH, 2), np.int32),
          "scale": np.ones((BATCH, 2), np.float32), "valid": np.zeros(BATCH, bool)}
     for i, image_id in enumerate(ids[start:start + BATCH]):
       if image_id is None:
         continue
       size, scale, objects = images[image_id]
-      b["image_id"][i], b["image_size"][i], b["scale"][i], b["valid"][i] = image_id, size, scale, True
+      b["image_id"][i], b["original_size"][i], b["scale"][i], b["valid"][i] = image_id, size, scale, True
       for j, (label, *box, difficult) in enumerate(objects):
         b["boxes"][i, j] = to_network(box, scale)
         b["box_labels"][i, j], b["box_valid"][i, j], b["difficult"][i, j] = label, True, difficult

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from overfeat_jax.ops import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_area, box_iou,
-                              clip_boxes, decode_boxes, encode_boxes)
+                              clip_boxes, decode_boxes, encode_boxes, flip_boxes)
 
 
 def random_boxes(rng: np.random.Generator, n: int, extent: float = 100.0) -> np.ndarray:
@@ -80,6 +80,17 @@ def test_clip_boxes_clamps_x_to_width_and_y_to_height():
   got = clip(jnp.stack([boxes, boxes]), (jnp.array([30, 1000]), jnp.array([64, 1000])))
   np.testing.assert_array_equal(got[0], expected)
   np.testing.assert_array_equal(got[1], np.maximum(boxes, 0))
+
+
+def test_flip_boxes_mirrors_x_within_the_width():
+  boxes = np.array([[10, 20, 30, 35], [0, 0, 64, 5]], np.float32)
+  got = flip_boxes(boxes, 64)
+  assert isinstance(got, np.ndarray) and got.dtype == np.float32
+  np.testing.assert_array_equal(got, [[34, 20, 54, 35], [0, 0, 64, 5]])
+  np.testing.assert_array_equal(flip_boxes(got, 64), boxes)
+  # Per-image widths inside jit (a padded batch).
+  got = jax.jit(flip_boxes)(jnp.stack([boxes, boxes]), jnp.array([[64.0], [100.0]]))
+  np.testing.assert_array_equal(got[1], [[70, 20, 90, 35], [36, 0, 100, 5]])
 
 
 def test_encode_one_box_by_hand():

@@ -25,6 +25,10 @@ position of each image; see models.dense_grid.window_geometry).
 A bucket's canvas at a scale is the largest size its images reach there (ceil of the bounds below),
 as (height, width): square, both sides max(L, S * b_0); landscape, height max(S, L / b_{i-1}) and
 width max(L, S * b_i); portrait, the transpose.
+
+Detection batches (`overfeat_jax.data.detection`) use the same buckets with the detectors' own resize
+(SPEC B5, `min_max_size`): short side min_size unless the long side would then pass max_size, so no
+image is ever shrunk to fit a canvas; see `detection_canvases`.
 """
 
 from __future__ import annotations
@@ -145,3 +149,52 @@ def canvas_scale(eval_cfg: ml_collections.ConfigDict) -> Scale:
   sides = [box_sides(s) for s in used_scales(eval_cfg)]
   s = max([int(eval_cfg.resize_short)] + [short for short, _ in sides])
   return s, max([s] + [long for _, long in sides])
+
+
+def min_max_size(hw: Any, min_size: int, max_size: int, xp: Any = np) -> Any:
+  """The detectors' resize (SPEC B5: short side 600, long side <= 1000; torchvision's and
+  py-faster-rcnn's `min_size` / `max_size`), aspect kept.
+
+  Args:
+    hw: [..., 2] (height, width) of the original images.
+    min_size, max_size: the short side's target and the long side's bound (min_size <= max_size).
+    xp: numpy or jax.numpy.
+  Returns:
+    int32 [..., 2] (height, width): round(hw * f), f = min(min_size / short, max_size / long), at
+    least 1: the short side is min_size unless that would make the long side exceed max_size, in
+    which case the long side is max_size. Neither side ever exceeds max_size.
+  """
+  hw = xp.asarray(hw) * 1.0  # [..., 2] float
+  factor = xp.minimum(min_size / xp.minimum(hw[..., 0], hw[..., 1]),
+                      max_size / xp.maximum(hw[..., 0], hw[..., 1]))
+  return xp.maximum(1, xp.round(hw * factor[..., None])).astype(xp.int32)
+
+
+def detection_canvases(bounds: Sequence[float], min_size: int, max_size: int
+                       ) -> tuple[tuple[int, int], ...]:
+  """(height, width) of each bucket's canvas for images resized by `min_max_size`.
+
+  The largest size the bucket's images reach: a bucket of long / short in (lo, hi] has short side
+  min(min_size, max_size / lo) and long side min(min_size * hi, max_size) (the square bucket: that
+  long side both ways); the last landscape / portrait pair (with one bound: the square bucket), which
+  also takes the more elongated images, has long side max_size. Rounded up, so `min_max_size` of
+  every image of the bucket fits.
+
+  Args:
+    bounds: increasing long / short bounds (config.input.aspect_buckets), as `make_buckets`.
+    min_size, max_size: as `min_max_size`.
+  Returns:
+    One (height, width) per bucket of `make_buckets(bounds)`, in its order.
+  """
+  last = float(bounds[-1])
+  canvases = []
+  for bucket in make_buckets(bounds):
+    long_side = max_size if bucket.max_aspect == last else min(
+        max_size, math.ceil(min_size * bucket.max_aspect))
+    if bucket.orientation == SQUARE:
+      canvases.append((long_side, long_side))
+      continue
+    short_side = min(min_size, math.ceil(max_size / bucket.min_aspect))
+    canvases.append((short_side, long_side) if bucket.orientation == LANDSCAPE
+                    else (long_side, short_side))
+  return tuple(canvases)

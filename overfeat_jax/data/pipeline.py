@@ -19,8 +19,8 @@ import concurrent.futures
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import grain
 import ml_collections
@@ -34,6 +34,7 @@ from overfeat_jax.data.transforms import NO_LABEL, PAD_LABEL, decode_example, pa
 from overfeat_jax.errors import ConfigError, DataError, reason
 
 _MAX_READ_THREADS = 16  # grain's default reader thread count.
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,19 +156,20 @@ def train_steps_per_epoch(config: ml_collections.ConfigDict, num_records: int) -
   return num_records // config.input.batch_size
 
 
-def _check_process(process_index: int, process_count: int) -> None:
+def check_process(process_index: int, process_count: int) -> None:
+  """ConfigError unless 0 <= process_index < process_count."""
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ConfigError(f"process_index={process_index} must be in [0, process_count={process_count})")
 
 
-def _prepare_workers(num_workers: int) -> None:
+def prepare_workers(num_workers: int) -> None:
   """grain's worker processes read absl flags (with defaults); outside an absl app (notebooks,
   tests) nobody has parsed them, so mark them parsed, as `absl.app.run` would have done."""
   if num_workers > 0 and not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _read_options(buffer: int) -> grain.ReadOptions:
+def read_options(buffer: int) -> grain.ReadOptions:
   """Reader threads and a read-ahead of `buffer` records (0 = read synchronously)."""
   return grain.ReadOptions(num_threads=min(_MAX_READ_THREADS, buffer), prefetch_buffer_size=buffer)
 
@@ -258,8 +260,8 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
     ConfigError: bad input config, or a batch size not divisible by process_count.
     DataError: see `load_source`; or a dataset without image-level labels.
   """
-  _check_process(process_index, process_count)
-  _prepare_workers(config.input.num_workers)
+  check_process(process_index, process_count)
+  prepare_workers(config.input.num_workers)
   spec = get_dataset_spec(config.dataset.name)
   if spec.label_key is None:
     raise DataError(
@@ -285,7 +287,7 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
       worker_count=inp.num_workers,
       worker_buffer_size=max(1, math.ceil(read_ahead / max(1, inp.num_workers))),
       shard_options=shard,
-      read_options=_read_options(read_ahead),
+      read_options=read_options(read_ahead),
   )
   return TrainLoader(examples=examples, batch_size=batch, mean=tuple(inp.mean), std=tuple(inp.std),
                      num_records=len(source) // process_count)
@@ -335,20 +337,28 @@ class EvalLoader:
     return self.num_batches
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    ds = self.dataset.to_iter_dataset(self.read_options)
-    if self.num_workers > 0:
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
-    return iter(ds)
+    return iterate_batches(self.dataset, self.read_options, self.num_workers)
 
 
-def _eval_count(config: ml_collections.ConfigDict, num_records: int) -> int:
+def iterate_batches(dataset: grain.MapDataset, options: grain.ReadOptions,
+                    num_workers: int) -> grain.DatasetIterator:
+  """A checkpointable iterator over a MapDataset of batches: read ahead in threads, and with
+  num_workers > 0 in that many worker processes (the same batches in the same order either way)."""
+  ds = dataset.to_iter_dataset(options)
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(ds)
+
+
+def eval_count(config: ml_collections.ConfigDict, num_records: int) -> int:
+  """Records evaluated of a split of `num_records`: all, or the first config.eval.num_examples."""
   n = config.eval.num_examples
   return num_records if n <= 0 else min(n, num_records)
 
 
 def num_eval_examples(config: ml_collections.ConfigDict) -> int:
   """Examples evaluated: the eval split's size, or the first config.eval.num_examples if > 0."""
-  return _eval_count(config, len(load_source(config.dataset, config.dataset.eval_split)))
+  return eval_count(config, len(load_source(config.dataset, config.dataset.eval_split)))
 
 
 def eval_order(bucket_ids: Sequence[int], global_batch: int, process_index: int,
@@ -374,17 +384,26 @@ def eval_order(bucket_ids: Sequence[int], global_batch: int, process_index: int,
   return tuple(indices), tuple(slot_buckets)
 
 
+def map_records(source: Any, num_examples: int, fn: Callable[[Any, int], T]) -> list[T]:
+  """[fn(source[i], i) for i in range(num_examples)], the records read in threads.
+
+  For what the loaders must know of every record before batching (its shape bucket, its boxes).
+  """
+  def one(i: int) -> T:
+    return fn(source[i], i)
+
+  with concurrent.futures.ThreadPoolExecutor(_MAX_READ_THREADS) as pool:
+    return list(pool.map(one, range(num_examples)))
+
+
 def image_sizes(source: Any, num_examples: int, spec: DatasetSpec) -> np.ndarray:
   """int [num_examples, 2] (height, width) of the first records' images, read in threads.
 
   Evaluation groups examples by shape before batching, so every host reads every record once for
   this (the grain pipeline reads them again to resize them).
   """
-  def size(i: int) -> tuple[int, int]:
-    return transforms.image_size(source[i], spec)
-
-  with concurrent.futures.ThreadPoolExecutor(_MAX_READ_THREADS) as pool:
-    return np.array(list(pool.map(size, range(num_examples))), np.int64).reshape(-1, 2)
+  sizes = map_records(source, num_examples, lambda record, _: transforms.image_size(record, spec))
+  return np.array(sizes, np.int64).reshape(-1, 2)
 
 
 def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
@@ -400,13 +419,13 @@ def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
     ConfigError: bad eval batch size. DataError: see `load_source`; an image that is not
     [H, W, 1|3|4].
   """
-  _check_process(process_index, process_count)
-  _prepare_workers(config.input.num_workers)
+  check_process(process_index, process_count)
+  prepare_workers(config.input.num_workers)
   global_batch = config.input.eval_batch_size
   batch = host_batch_size(global_batch, process_count, "input.eval_batch_size")
   spec = get_dataset_spec(config.dataset.name)
   source = load_source(config.dataset, config.dataset.eval_split)
-  n = _eval_count(config, len(source))
+  n = eval_count(config, len(source))
   if n == 0:
     raise DataError(f"{spec.name} split {config.dataset.eval_split!r} is empty")
   bounds = tuple(config.eval.aspect_buckets)
@@ -425,5 +444,5 @@ def eval_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
       dataset=dataset, num_examples=n, num_batches=len(order) // batch, batch_size=batch,
       shape_buckets=shape_buckets, scale=scale,
       bucket_counts=tuple(bucket_ids.count(i) for i in range(len(shape_buckets))),
-      read_options=_read_options(config.input.prefetch * batch),
+      read_options=read_options(config.input.prefetch * batch),
       num_workers=config.input.num_workers)

@@ -26,6 +26,10 @@ class DatasetSpec:
       datasets: an image holds 0..N objects).
     boxes_key: feature holding the boxes (TFDS BBoxFeature: normalised ymin, xmin, ymax, xmax), or None.
     box_labels_key: feature holding each box's class, or None.
+    difficult_key: feature holding each box's "difficult" flag (VOC), or None (no box is difficult).
+    iscrowd_key: feature holding each box's "crowd" flag (COCO), or None (no box is a crowd).
+    image_id_key: feature holding the image's integer id (COCO's `image/id`), or None: the image's
+      index in the split it is read from is its id.
     local: True for our own builders, generated on this machine from installed packages; False for
       external datasets that the user prepares with `tfds build` (they need downloads).
     train_split: the TFDS split a config of this dataset trains on by default.
@@ -38,6 +42,9 @@ class DatasetSpec:
   label_key: str | None = "label"
   boxes_key: str | None = None
   box_labels_key: str | None = None
+  difficult_key: str | None = None
+  iscrowd_key: str | None = None
+  image_id_key: str | None = None
   local: bool = False
   train_split: str = "train"
   eval_split: str = "test"
@@ -63,13 +70,16 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
         DatasetSpec(name="imagenet2012", num_classes=1000, eval_split="validation"),
         # VOC 2007: train on trainval, test on test (SPEC B6).
         DatasetSpec(name="voc/2007", num_classes=20, label_key=None, boxes_key="objects/bbox",
-                    box_labels_key="objects/label", train_split="train+validation"),
+                    box_labels_key="objects/label", difficult_key="objects/is_difficult",
+                    train_split="train+validation"),
         # VOC 2012 test labels are not public: evaluate on its validation split.
         DatasetSpec(name="voc/2012", num_classes=20, label_key=None, boxes_key="objects/bbox",
-                    box_labels_key="objects/label", train_split="train", eval_split="validation"),
+                    box_labels_key="objects/label", difficult_key="objects/is_difficult",
+                    train_split="train", eval_split="validation"),
         # COCO 2017: test-dev labels are not public; "validation" is val2017.
         DatasetSpec(name="coco/2017", num_classes=80, label_key=None, boxes_key="objects/bbox",
-                    box_labels_key="objects/label", eval_split="validation"),
+                    box_labels_key="objects/label", iscrowd_key="objects/is_crowd",
+                    image_id_key="image/id", eval_split="validation"),
     )
 })
 

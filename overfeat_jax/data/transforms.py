@@ -18,6 +18,7 @@ from PIL import Image
 from overfeat_jax.data import buckets
 from overfeat_jax.data.registry import DatasetSpec
 from overfeat_jax.errors import DataError
+from overfeat_jax.ops.boxes import box_area
 
 NO_LABEL = -1  # `label` of an example whose dataset has no image-level class (detection datasets).
 PAD_LABEL = -1  # Class of a padding slot in `box_labels` (its `valid`/`box_valid` entry is False).
@@ -62,13 +63,38 @@ def tfds_boxes_to_pixels(bboxes: Any, height: int, width: int) -> np.ndarray:
   Returns:
     [N, 4] float32 (x1, y1, x2, y2) in pixels, repaired and clipped: each coordinate pair is sorted
     (mock data can hold ymin > ymax; a real dataset never does, so sorting only ever fixes such
-    swapped pairs) and then clipped to [0, width] x [0, height]. Boxes may have zero width or height.
+    swapped pairs) and then clipped to [0, width] x [0, height]. Boxes may have zero width or height
+    (`nonempty_boxes` tells; `box_defects` counts what was repaired).
   """
   yxyx = np.asarray(bboxes, np.float32).reshape(-1, 4)  # [N, 4]
   ys = np.sort(yxyx[:, 0::2], axis=1) * height  # [N, 2] (ymin, ymax)
   xs = np.sort(yxyx[:, 1::2], axis=1) * width  # [N, 2] (xmin, xmax)
   boxes = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)
   return np.clip(boxes, 0.0, np.array([width, height, width, height], np.float32)).astype(np.float32)
+
+
+def nonempty_boxes(boxes: np.ndarray) -> np.ndarray:
+  """[N, 4] (x1, y1, x2, y2) -> [N] bool: positive width and height (False for NaN boxes too)."""
+  return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def box_defects(bboxes: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """What `tfds_boxes_to_pixels` does to each TFDS box, so that no repair passes silently.
+
+  Args:
+    bboxes: normalised (ymin, xmin, ymax, xmax), as for `tfds_boxes_to_pixels`.
+    height, width: size of the image the boxes belong to.
+  Returns:
+    repaired [N] bool: a swapped pair (ymin > ymax or xmin > xmax) was sorted, or a coordinate
+      outside [0, 1] was clipped to the image, and the box kept a positive width and height;
+    dropped [N] bool: the box has zero width or height after sorting and clipping (it lay on a line,
+      entirely outside the image, or was not finite); the detection pipeline leaves such boxes out.
+  """
+  yxyx = np.asarray(bboxes, np.float32).reshape(-1, 4)  # [N, 4]
+  dropped = ~nonempty_boxes(tfds_boxes_to_pixels(yxyx, height, width))
+  swapped = (yxyx[:, 0] > yxyx[:, 2]) | (yxyx[:, 1] > yxyx[:, 3])
+  outside = ((yxyx < 0.0) | (yxyx > 1.0)).any(axis=1)
+  return (swapped | outside) & ~dropped, dropped
 
 
 def image_size(record: Mapping[str, Any], spec: DatasetSpec) -> tuple[int, int]:
@@ -79,6 +105,40 @@ def image_size(record: Mapping[str, Any], spec: DatasetSpec) -> tuple[int, int]:
   return int(shape[0]), int(shape[1])
 
 
+def object_columns(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np.ndarray]:
+  """The per-object features of a record (its dataset must have boxes), as raw as TFDS gives them.
+
+  Returns:
+    bbox: [N, 4] float32 normalised (ymin, xmin, ymax, xmax), unchecked (see `box_defects`).
+    label: [N] int32, each box's class.
+    difficult: [N] bool (VOC's `is_difficult`; all False when the dataset has no such flag).
+    iscrowd: [N] bool (COCO's `is_crowd`; all False likewise).
+    TFDS stores a Sequence of dicts as equal-length columns, so only `tfds.testing.mock_data` (which
+    draws each column's length independently) can disagree: N is the shortest column's length, the
+    pairs it has.
+  """
+  columns = {
+      "bbox": np.asarray(_feature(record, spec.boxes_key), np.float32).reshape(-1, 4),
+      "label": np.asarray(_feature(record, spec.box_labels_key), np.int32).reshape(-1),
+  }
+  for name, key in (("difficult", spec.difficult_key), ("iscrowd", spec.iscrowd_key)):
+    if key is not None:
+      columns[name] = np.asarray(_feature(record, key), bool).reshape(-1)
+  n = min(len(column) for column in columns.values())
+  columns = {name: column[:n] for name, column in columns.items()}
+  for name in ("difficult", "iscrowd"):
+    columns.setdefault(name, np.zeros((n,), bool))
+  return columns
+
+
+def image_id(record: Mapping[str, Any], spec: DatasetSpec, index: int) -> int:
+  """A record's image id: its `spec.image_id_key` feature (COCO's `image/id`), else `index`, the
+  record's place in the split it was read from."""
+  if spec.image_id_key is None:
+    return int(index)
+  return int(np.asarray(_feature(record, spec.image_id_key)))
+
+
 def decode_example(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np.ndarray]:
   """One TFDS record (as `tfds.data_source` returns it) -> our example.
 
@@ -87,6 +147,7 @@ def decode_example(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np
     label: [] int32, the image-level class, or NO_LABEL when the dataset has none.
     boxes: [N, 4] float32 (x1, y1, x2, y2) pixels (see `tfds_boxes_to_pixels`); N = 0 without boxes.
     box_labels: [N] int32, the class of each box.
+    difficult, iscrowd: [N] bool, each box's flags (see `object_columns`).
   Raises:
     DataError: a feature is missing or malformed.
   """
@@ -94,25 +155,54 @@ def decode_example(record: Mapping[str, Any], spec: DatasetSpec) -> dict[str, np
   height, width = image.shape[:2]
   label = NO_LABEL if spec.label_key is None else int(np.asarray(_feature(record, spec.label_key)))
   if spec.boxes_key is None:
-    boxes = np.zeros((0, 4), np.float32)
-    box_labels = np.zeros((0,), np.int32)
+    columns = {"bbox": np.zeros((0, 4), np.float32), "label": np.zeros((0,), np.int32),
+               "difficult": np.zeros((0,), bool), "iscrowd": np.zeros((0,), bool)}
   else:
-    boxes = tfds_boxes_to_pixels(_feature(record, spec.boxes_key), height, width)
-    box_labels = np.asarray(_feature(record, spec.box_labels_key), np.int32).reshape(-1)
-    # TFDS stores a Sequence of dicts as equal-length columns, so only `tfds.testing.mock_data`
-    # (which draws each column's length independently) can disagree: keep the pairs it has.
-    n = min(len(boxes), len(box_labels))
-    boxes, box_labels = boxes[:n], box_labels[:n]
-  return {"image": image, "label": np.int32(label), "boxes": boxes, "box_labels": box_labels}
+    columns = object_columns(record, spec)
+  return {"image": image, "label": np.int32(label),
+          "boxes": tfds_boxes_to_pixels(columns["bbox"], height, width),
+          "box_labels": columns["label"], "difficult": columns["difficult"],
+          "iscrowd": columns["iscrowd"]}
+
+
+def keep_largest(boxes: np.ndarray, max_boxes: int) -> np.ndarray:
+  """Indices of the `max_boxes` largest boxes (by area; ties: the earlier one), in their original
+  order; all indices when there are no more than `max_boxes`. boxes: [N, 4] -> int [min(N, M)]."""
+  if len(boxes) <= max_boxes:
+    return np.arange(len(boxes))
+  return np.sort(np.argsort(-box_area(boxes), kind="stable")[:max_boxes])
+
+
+def pad_objects(objects: Mapping[str, np.ndarray], max_boxes: int) -> dict[str, np.ndarray]:
+  """Pads an image's ground truth to a fixed count (static shapes inside jit, DESIGN "Conventions").
+
+  When there are more than `max_boxes` boxes, the `max_boxes` LARGEST are kept (`keep_largest`), so
+  that the objects easiest to see survive truncation (COCO has images with ~90 objects;
+  config.input.max_boxes sets the budget).
+
+  Args:
+    objects: "boxes" [N, 4] float32 (x1, y1, x2, y2) and any other per-object arrays [N, ...] (e.g.
+      "box_labels" [N] int32, "difficult" [N] bool).
+    max_boxes: M.
+  Returns:
+    The same keys [M, ...] with their dtypes, padding filled with PAD_LABEL for "box_labels" and
+    zeros (False) otherwise, and "box_valid" [M] bool (False in padding).
+  """
+  keep = keep_largest(np.asarray(objects["boxes"]).reshape(-1, 4), max_boxes)
+  out = {}
+  for name, column in objects.items():
+    column = np.asarray(column)[keep]
+    padded = np.full((max_boxes,) + column.shape[1:], PAD_LABEL if name == "box_labels" else 0,
+                     column.dtype)
+    padded[:len(keep)] = column
+    out[name] = padded
+  out["box_valid"] = np.arange(max_boxes) < len(keep)
+  return out
 
 
 def pad_boxes(boxes: np.ndarray, labels: np.ndarray, max_boxes: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Pads ground truth to a fixed count (static shapes inside jit, DESIGN "Conventions").
-
-  When there are more than `max_boxes` boxes, the `max_boxes` LARGEST (by area; ties: the earlier
-  one) are kept, in their original order, so that the objects easiest to see survive truncation
-  (COCO has images with ~90 objects; config.input.max_boxes sets the budget).
+  """`pad_objects` of boxes and labels alone.
 
   Args:
     boxes: [N, 4] float32 (x1, y1, x2, y2).
@@ -122,17 +212,9 @@ def pad_boxes(boxes: np.ndarray, labels: np.ndarray, max_boxes: int
     boxes [M, 4] float32 (zeros in padding), labels [M] int32 (PAD_LABEL in padding),
     valid [M] bool.
   """
-  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-  labels = np.asarray(labels, np.int32).reshape(-1)
-  if len(boxes) > max_boxes:
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = np.sort(np.argsort(-area, kind="stable")[:max_boxes])
-    boxes, labels = boxes[keep], labels[keep]
-  n = len(boxes)
-  out_boxes = np.zeros((max_boxes, 4), np.float32)
-  out_labels = np.full((max_boxes,), PAD_LABEL, np.int32)
-  out_boxes[:n], out_labels[:n] = boxes, labels
-  return out_boxes, out_labels, np.arange(max_boxes) < n
+  out = pad_objects({"boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                     "box_labels": np.asarray(labels, np.int32).reshape(-1)}, max_boxes)
+  return out["boxes"], out["box_labels"], out["box_valid"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +291,7 @@ def crop_boxes(boxes: np.ndarray, height: int, width: int, crop: Crop) -> tuple[
   shift = np.array([crop.left, crop.top] * 2, np.float32)
   limit = np.array([crop.out_w, crop.out_h] * 2, np.float32)
   out = np.clip(boxes * scale - shift, 0.0, limit).astype(np.float32)
-  return out, (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+  return out, nonempty_boxes(out)
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

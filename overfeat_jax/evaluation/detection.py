@@ -91,7 +91,7 @@ class DetectionEvaluator:
       "classes" [B, D] int in [0, K), "valid" [B, D] bool (False: padding detection).
     batch (ground truth): "boxes" [B, M, 4] network-input pixels, "box_labels" [B, M] int in
       [0, K) where valid, "box_valid" [B, M] bool, optional "difficult" / "iscrowd" [B, M] bool,
-      "image_id" [B] int, "image_size" [B, 2] int (original height, width), optional "valid" [B]
+      "image_id" [B] int, "original_size" [B, 2] int (original height, width), optional "valid" [B]
       bool (False: a padding example of the last batch; default all True), optional "scale" [B]
       or [B, 2] (sy, sx) float: network-input pixels per original pixel (default 1), see
       `to_original_pixels`.
@@ -132,7 +132,7 @@ class DetectionEvaluator:
     image_ids = _get(batch, "image_id", "the batch").astype(np.int64).reshape(-1)
     (b,) = image_ids.shape
     valid = np.asarray(batch.get("valid", np.ones(b, bool)), bool)
-    sizes = _get(batch, "image_size", "the batch")
+    sizes = _get(batch, "original_size", "the batch")
     gt_boxes = _boxes(batch, "batch")
     m = gt_boxes.shape[1]
     gt_labels = _get(batch, "box_labels", "the batch")
@@ -147,7 +147,7 @@ class DetectionEvaluator:
     classes = _get(predictions, "classes", "the predictions")
     pred_valid = _get(predictions, "valid", "the predictions").astype(bool)
     for array, shape, name in [
-        (valid, (b,), "batch['valid']"), (sizes, (b, 2), "batch['image_size']"),
+        (valid, (b,), "batch['valid']"), (sizes, (b, 2), "batch['original_size']"),
         (scale, (b, 2), "batch['scale']"), (gt_boxes, (b, m, 4), "batch['boxes']"),
         (gt_labels, (b, m), "batch['box_labels']"), (gt_valid, (b, m), "batch['box_valid']"),
         (difficult, (b, m), "batch['difficult']"), (iscrowd, (b, m), "batch['iscrowd']"),

@@ -5,6 +5,7 @@ Detection ops with torchvision's numbers (NHWC features; boxes (x1, y1, x2, y2) 
   box_area(boxes [..., 4]) -> [...]
   box_iou(boxes1 [N, 4], boxes2 [M, 4]) -> [N, M]
   clip_boxes(boxes [..., 4], (height, width)) -> [..., 4]
+  flip_boxes(boxes [..., 4], width) -> [..., 4]  (mirrored left to right)
   encode_boxes(boxes [..., 4], reference [..., 4], weights) -> deltas [..., 4]
   decode_boxes(deltas [..., 4], reference [..., 4], weights, clip) -> boxes [..., 4]
   nms(boxes [N, 4], scores [N], iou_threshold, max_output_size K, *, valid) -> int32 [K]
@@ -22,12 +23,12 @@ from here, or as `from overfeat_jax.ops.nms import ...`.
 
 from overfeat_jax.ops.anchors import anchors, base_anchors
 from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_area,
-                                    box_iou, clip_boxes, decode_boxes, encode_boxes)
+                                    box_iou, clip_boxes, decode_boxes, encode_boxes, flip_boxes)
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
 from overfeat_jax.ops.roi import default_max_sampling_ratio, roi_align, roi_pool
 
 __all__ = [
     "BBOX_XFORM_CLIP", "DETECTOR_WEIGHTS", "PAD_INDEX", "RPN_WEIGHTS", "anchors", "base_anchors",
     "batched_nms", "box_area", "box_iou", "clip_boxes", "decode_boxes",
-    "default_max_sampling_ratio", "encode_boxes", "nms", "num_kept", "roi_align", "roi_pool",
+    "default_max_sampling_ratio", "encode_boxes", "flip_boxes", "nms", "num_kept", "roi_align", "roi_pool",
 ]

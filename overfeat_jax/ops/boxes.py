@@ -1,4 +1,4 @@
-"""Box arithmetic: area, IoU, clipping, and the Faster R-CNN box parameterisation (SPEC B1).
+"""Box arithmetic: area, IoU, clipping, flipping, and the Faster R-CNN box parameterisation (SPEC B1).
 
 Boxes are (x1, y1, x2, y2) float pixels, continuous: width = x2 - x1, no "+1". The numbers are
 those of `torchvision.ops` (`box_area`, `box_iou`, `clip_boxes_to_image`) and of torchvision's
@@ -82,6 +82,20 @@ def clip_boxes(boxes: Any, image_hw: tuple[Any, Any]) -> Any:
   x = xp.clip(boxes[..., 0::2], 0, width)
   y = xp.clip(boxes[..., 1::2], 0, height)
   return xp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1).astype(boxes.dtype)
+
+
+def flip_boxes(boxes: Any, width: Any) -> Any:
+  """The boxes of an image mirrored left to right: x1' = width - x2, x2' = width - x1, y unchanged.
+
+  Args:
+    boxes: [..., 4] boxes (x1, y1, x2, y2) in the image's pixels.
+    width: the image's width (a number, or an array broadcastable with boxes[..., 0]).
+  Returns:
+    [..., 4], same dtype; flipping twice gives the boxes back.
+  """
+  xp = array_module(boxes, width)
+  return xp.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]],
+                  axis=-1).astype(boxes.dtype)
 
 
 def _centres_sizes(boxes: Any) -> tuple[Any, Any, Any, Any]:
