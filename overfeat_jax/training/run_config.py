@@ -4,7 +4,9 @@ A fresh run writes the resolved config (defaults + overrides) to `<workdir>/conf
 continues the same run: only the keys of `config.RESUME_MAY_CHANGE` may differ from config.json (the
 run's length, logging, checkpointing, workers, data_dir, eval.*). Any other difference (the model, the
 data and augmentation, `input.batch_size` (which maps steps to epochs), the optimizer and its schedule,
-the seed) is refused, so config.json never stops describing the checkpoints. Allowed changes are
+the seed) is refused, so config.json never stops describing the checkpoints. A key that config.json
+lacks (one added to the project after the run started) counts as its default (`base_config()`), so
+such a run resumes unless the new key is set to something else. Allowed changes are
 written to config.json and recorded, one JSON line per resume, in `config_changes.jsonl`.
 """
 
@@ -18,7 +20,7 @@ import ml_collections
 from flax import traverse_util
 
 from overfeat_jax import checkpoint_io, files
-from overfeat_jax.config import resume_may_change
+from overfeat_jax.config import base_config, resume_may_change
 from overfeat_jax.errors import CheckpointError, reason
 
 CONFIG_FILE = "config.json"
@@ -67,6 +69,8 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> Changes:
     return {}
   path = os.path.join(workdir, CONFIG_FILE)
   old, new = _flat(saved), _flat(checkpoint_io.as_json(config.to_dict()))
+  defaults = _flat(checkpoint_io.as_json(base_config().to_dict()))
+  old = {**{k: v for k, v in defaults.items() if k not in old}, **old}  # keys newer than the run
   model = checkpoint_io.signature_differences(
       {k: v for k, v in old.items() if k.startswith("model.")},
       {k: v for k, v in new.items() if k.startswith("model.")}, saved_label="config.json")
