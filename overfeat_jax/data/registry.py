@@ -64,6 +64,10 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
     spec.name: spec for spec in (
         DatasetSpec(name="digits_in_scenes/classification", num_classes=10,
                     boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
+        DatasetSpec(name="digits_in_scenes/classification_x4", num_classes=10,
+                    boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
+        DatasetSpec(name="digits_in_scenes/classification_x8", num_classes=10,
+                    boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
         DatasetSpec(name="digits_in_scenes/detection", num_classes=10, label_key=None,
                     boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
         # ILSVRC 2012 (SPEC A1, A4): the "validation" split is the paper's test set.
