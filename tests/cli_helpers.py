@@ -17,6 +17,8 @@ def run_cli(script: str, workdir, *overrides: str, data_dir: str = "",
   cmd = [sys.executable, os.path.join(ROOT, script), "--config", config, "--workdir", str(workdir)]
   if data_dir:
     cmd.append(f"--config.dataset.data_dir={data_dir}")
+    if config == QUICKSTART:  # the tests' data dir holds the 4,000-image config, not the x8 one
+      cmd.append("--config.dataset.name=digits_in_scenes/classification")
   return subprocess.run(cmd + list(overrides), capture_output=True, text=True, cwd=ROOT, timeout=600,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
 

@@ -103,7 +103,8 @@ EXITED = "exited at once; rerun the same command to resume from the newest compl
 def test_ctrl_c_before_the_first_step_exits_at_once(tmp_path, digits_data_dir, script, moment, message):
   workdir = tmp_path / "run"
   proc = start([sys.executable, os.path.join(ROOT, script), "--config", QUICKSTART, "--workdir",
-                str(workdir), f"--config.dataset.data_dir={digits_data_dir}", *TRAIN_ARGS])
+                str(workdir), f"--config.dataset.data_dir={digits_data_dir}",
+                "--config.dataset.name=digits_in_scenes/classification", *TRAIN_ARGS])
   if moment == "imports":
     wait_until_catching(proc, signal.SIGINT)  # the scripts' first act; importing jax takes ~2 s more
   else:
