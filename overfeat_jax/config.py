@@ -34,6 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
   # dataset has boxes; else a plain random crop). Paper: no (ImageNet objects are mostly large and
   # central); small scenes with small objects need it, or half the crops cut the object.
   c.input.crop_keeps_object = False
+  # Training scale jitter: the short side is drawn uniformly from [resize_short, resize_short_max]
+  # per image (0 = always resize_short, the paper's single training scale). Small nets evaluated at
+  # several scales (SPEC A4) need to have seen objects at those sizes.
+  c.input.resize_short_max = 0
+  # Training colour augmentation: "none" (paper) or "permute_invert" (random RGB channel order and,
+  # with probability 1/2, inverted intensities: shapes are the label, colours are not).
+  c.input.color_augment = "none"
   c.input.mean = (0.485, 0.456, 0.406)  # Per-channel mean of [0, 1] pixels, subtracted.
   c.input.std = (0.229, 0.224, 0.225)  # Per-channel std of [0, 1] pixels, divided.
   c.input.batch_size = 64  # Global training batch (split over all devices and hosts).
@@ -181,6 +188,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.num_classes": (lambda v: v >= 2, "expected >= 2"),
     "input.resize_short": (_positive, "expected > 0"),
     "input.crop_size": (_positive, "expected > 0"),
+    "input.resize_short_max": (_non_negative, "expected >= 0 (0 = no scale jitter)"),
+    "input.color_augment": _one_of("none", "permute_invert"),
     "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
     "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),
     "input.batch_size": (_positive, "expected > 0"),
@@ -272,6 +281,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   # Rules between keys.
   require(config.input.resize_short >= config.input.crop_size, "input.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the random crop fits")
+  require(not config.input.resize_short_max
+          or config.input.resize_short_max >= config.input.resize_short, "input.resize_short_max",
+          f"must be 0 or >= input.resize_short={config.input.resize_short}")
   require(config.eval.resize_short >= config.input.crop_size, "eval.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
   require(config.input.max_size >= config.input.min_size, "input.max_size",

@@ -294,6 +294,12 @@ def crop_boxes(boxes: np.ndarray, height: int, width: int, crop: Crop) -> tuple[
   return out, nonempty_boxes(out)
 
 
+def permute_invert_colors(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[H, W, 3] uint8 -> the channels in a random order, inverted (255 - x) with probability 1/2."""
+  image = image[..., rng.permutation(3)]
+  return 255 - image if rng.random() < 0.5 else image
+
+
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
   """uint8 [..., 3] -> float32 (x / 255 - mean) / std, per channel."""
   mean = np.asarray(mean, np.float32)
@@ -314,6 +320,8 @@ class TrainTransform(grain.transforms.RandomMap):
   crop_size: int
   random_flip: bool
   keep_object: bool = False  # input.crop_keeps_object: crops contain the labelled object's box
+  resize_short_max: int = 0  # input.resize_short_max: short side drawn from [resize_short, this]
+  color_augment: str = "none"  # input.color_augment
 
   def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     example = decode_example(element, self.spec)
@@ -322,10 +330,15 @@ class TrainTransform(grain.transforms.RandomMap):
     keep_box = None
     if self.keep_object and len(boxes):  # the union of the boxes (one per classification image)
       keep_box = np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])
-    crop = train_crop(h, w, self.resize_short, self.crop_size, rng, keep_box)
+    short = self.resize_short
+    if self.resize_short_max > self.resize_short:
+      short = int(rng.integers(self.resize_short, self.resize_short_max + 1))
+    crop = train_crop(h, w, short, self.crop_size, rng, keep_box)
     image = apply_crop(example["image"], crop)
     if self.random_flip and rng.random() < 0.5:
       image = image[:, ::-1]
+    if self.color_augment == "permute_invert":
+      image = permute_invert_colors(image, rng)
     return {"image": np.ascontiguousarray(image), "label": example["label"]}
 
 
