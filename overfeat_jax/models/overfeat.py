@@ -236,7 +236,8 @@ class FeatureLayer:
   The output of layer N < last is taken after its ReLU and max-pool (what layer N + 1 consumes); that of
   the last layer before its pool (the pre-pool map, `OverFeat.features`). Cell (i, j) of the map sees
   input rows origin + i * stride ... origin + i * stride + receptive_field - 1 (and likewise columns);
-  origin < 0 where zero padding lies before the image.
+  origin < 0 where zero padding lies before the image. (Bottom rows or right columns that a floor max
+  pooling drops are seen by no cell.)
 
   Attributes:
     index: N in 1..len(arch.convs).
