@@ -1,8 +1,13 @@
-"""What train.py and evaluate.py share: the --config/--workdir flags and one-line user errors.
+"""What the commands share: the --config/--workdir flags and one-line user errors.
 
 A user mistake (unknown config key, wrong type, missing file, bad dataset, missing checkpoint, ...)
 or an unusable work directory prints `error: <what is wrong>` on stderr and exits with status 2; a bug
 keeps its traceback. (Ctrl-C and SIGTERM: `overfeat_jax.stop_signals`, installed by the scripts first.)
+
+train.py and evaluate.py use absl's global flags (`CONFIG`, `WORKDIR`, `run`); a command whose
+`main(argv)` must run more than once in one process (`overfeat_jax.features`, called in-process by its
+tests) defines the same flags on its own `flags.FlagValues` (`define_config_flags`) and parses them with
+`parse_flags(..., flag_values=...)`.
 """
 
 from __future__ import annotations
@@ -20,10 +25,24 @@ from overfeat_jax.errors import OverfeatError
 
 USER_ERROR_EXIT = 2
 
-CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py); override keys with --config.a.b=value.",
-    lock_config=True)
-WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and eval outputs.")
+_CONFIG_HELP = "Experiment config file (configs/*.py); override keys with --config.a.b=value."
+_WORKDIR_HELP = "Directory for checkpoints, metrics and eval outputs."
+
+CONFIG = config_flags.DEFINE_config_file("config", None, _CONFIG_HELP, lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, _WORKDIR_HELP)
+
+
+def define_config_flags(flag_values: flags.FlagValues, argv: Sequence[str]
+                        ) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """--config and --workdir (as CONFIG and WORKDIR) on a command's own `flag_values`.
+
+  `argv` is the command line they will parse: config_flags finds the --config.a.b overrides in it
+  (by default it would read sys.argv).
+  """
+  config = config_flags.DEFINE_config_file("config", None, _CONFIG_HELP, flag_values=flag_values,
+                                           lock_config=True, sys_argv=list(argv))
+  workdir = flags.DEFINE_string("workdir", None, _WORKDIR_HELP, flag_values=flag_values)
+  return config, workdir
 
 
 def fail(message: str) -> None:
@@ -48,27 +67,50 @@ def _unknown_override(argv: Sequence[str]) -> str | None:
   return None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing whose errors are one line naming the flag (config_flags raises a traceback)."""
+def parse_flags(argv: list[str], *, flag_values: flags.FlagValues | None = None,
+                config: flags.FlagHolder | None = None,
+                workdir: flags.FlagHolder | None = None) -> list[str]:
+  """absl flag parsing whose errors are one line naming the flag (config_flags raises a traceback).
+
+  Parses `argv` (program name first) into the global flags (CONFIG, WORKDIR), or into `flag_values`
+  holding `config` and `workdir` from `define_config_flags`. Returns the program name and the
+  positional arguments.
+  """
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  config = CONFIG if config is None else config
+  workdir = WORKDIR if workdir is None else workdir
   try:
-    rest = flags.FLAGS(argv)
+    rest = flag_values(argv)
   except Exception as e:  # absl's flags.Error, and config_flags' AttributeError/KeyError/ValueError.
     unknown = _unknown_override(argv)
     if unknown is not None:
       fail(f"unknown config key '{unknown}' (valid keys are listed in overfeat_jax/config.py)")
     fail(" ".join(str(e).split()))
-  if CONFIG.value is None:
+  if config.value is None:
     fail("--config is required, e.g. --config configs/quickstart.py")
-  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  path = config_flags.get_config_filename(flag_values["config"])
   if not os.path.isfile(path):
     fail(f"config file {path} does not exist (the configs are in configs/*.py)")
   try:
-    CONFIG.value.keys()  # config_flags defers a load error until first use.
+    config.value.keys()  # config_flags defers a load error until first use.
   except Exception as e:  # The config file itself raised (syntax error, bad import, ...).
     fail(f"cannot load config file {path}: {' '.join(str(e).split())}")
-  if not WORKDIR.value:
+  if not workdir.value:
     fail("--workdir is required")
   return rest
+
+
+def quiet_library_logs() -> None:
+  """Keeps orbax's, grain's and TFDS's log lines off stderr (see `run`)."""
+  logging.set_verbosity(logging.FATAL)
+
+
+def report_user_errors(main: Callable[[], None]) -> None:
+  """Runs `main()`; an OverfeatError becomes `fail(message)` (one line, exit status 2)."""
+  try:
+    main()
+  except OverfeatError as e:
+    fail(str(e))
 
 
 def run(main: Callable[[], None]) -> None:
@@ -84,10 +126,7 @@ def run(main: Callable[[], None]) -> None:
     # with its traceback before raising it (reported here, on one line); the progress lines are
     # ours. --verbosity=0 shows all.
     if not flags.FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.FATAL)
-    try:
-      main()
-    except OverfeatError as e:
-      fail(str(e))
+      quiet_library_logs()
+    report_user_errors(main)
 
   app.run(_main, flags_parser=parse_flags)

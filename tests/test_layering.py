@@ -19,6 +19,10 @@ FORBIDDEN = {
     "evaluation": ("training",),
 }
 
+# Commands inside the package (`python -m ...`; train.py and evaluate.py live outside it): they may
+# import everything, and no module of the package may import them (DESIGN: "No module imports a CLI").
+CLI_MODULES = ("overfeat_jax.features",)
+
 
 def imported_modules(path: pathlib.Path) -> set[str]:
   names = set()
@@ -45,3 +49,16 @@ def test_layer_imports_point_downward(layer):
 def test_the_checker_sees_imports():
   # Not vacuous: the evaluation runner does import the tasks layer.
   assert "overfeat_jax.tasks" in imported_modules(PACKAGE / "evaluation" / "run.py")
+
+
+def module_name(path: pathlib.Path) -> str:
+  return ".".join(("overfeat_jax",) + path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def test_no_module_imports_a_cli():
+  paths = sorted(PACKAGE.rglob("*.py"))
+  assert {module_name(p) for p in paths} >= set(CLI_MODULES)  # the commands exist where listed
+  offending = [f"{module_name(path)} imports {name}" for path in paths if module_name(path) not in CLI_MODULES
+               for name in imported_modules(path)
+               if any(name == cli or name.startswith(f"{cli}.") for cli in CLI_MODULES)]
+  assert not offending, offending

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from overfeat_jax.errors import InputSizeError
+from overfeat_jax.errors import ConfigError, InputSizeError
 from overfeat_jax.ops import pooling
 
 NO_POOL = 0  # ConvLayer.pool value for a layer without max pooling.
@@ -79,12 +79,7 @@ class Architecture:
 
     This is the fine output stride of dense evaluation with offset pooling (SPEC A4: 12 accurate).
     """
-    stride = 1
-    for i, layer in enumerate(self.convs):
-      stride *= layer.stride
-      if i < len(self.convs) - 1:
-        stride *= layer.pool_factor
-    return stride
+    return feature_layer(self, len(self.convs)).stride
 
   @property
   def last_pool(self) -> int:
@@ -233,6 +228,55 @@ def layer_map_sizes(arch: Architecture, h: int, w: int) -> dict[str, tuple[int, 
   return sizes
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureLayer:
+  """Where the output of feature layer `index` (1-based) lies in the input image (SPEC A6: the feature
+  extractor released on its own).
+
+  The output of layer N < last is taken after its ReLU and max-pool (what layer N + 1 consumes); that of
+  the last layer before its pool (the pre-pool map, `OverFeat.features`). Cell (i, j) of the map sees
+  input rows origin + i * stride ... origin + i * stride + receptive_field - 1 (and likewise columns);
+  origin < 0 where zero padding lies before the image. (Bottom rows or right columns that a floor max
+  pooling drops are seen by no cell.)
+
+  Attributes:
+    index: N in 1..len(arch.convs).
+    name: the `layer_map_sizes` key of the map: 'pool{N}' after a pool, else 'conv{N}'.
+    stride: input pixels per map cell.
+    receptive_field: the side of the input square one cell sees.
+    origin: input coordinate of the first row/column of cell (0, 0)'s receptive field.
+  """
+  index: int
+  name: str
+  stride: int
+  receptive_field: int
+  origin: int
+
+
+def feature_layer(arch: Architecture, index: int) -> FeatureLayer:
+  """The geometry of feature layer `index`'s output (see `FeatureLayer`), from the layers alone.
+
+  Fast at full size, layer 5: stride 16, receptive field 151, origin -48.
+  Raises:
+    ConfigError: `index` is not in 1..len(arch.convs) (names the valid range).
+  """
+  count = len(arch.convs)
+  if not (isinstance(index, (int, np.integer)) and 1 <= index <= count):
+    raise ConfigError(f"feature layer {index!r} does not exist: the {arch.name} network's feature "
+                      f"extractor has layers 1..{count} (conv1..conv{count})")
+  stride, field, origin = 1, 1, 0
+  for i, layer in enumerate(arch.convs[:index]):
+    field += (layer.kernel - 1) * stride  # a conv widens the field by kernel - 1 of its input cells
+    origin -= layer.padding * stride
+    stride *= layer.stride
+    pooled = layer.pool != NO_POOL and i < count - 1  # the last pool is left to the caller
+    if pooled:
+      field += (layer.pool - 1) * stride
+      stride *= layer.pool
+  name = f"pool{index}" if pooled else f"conv{index}"
+  return FeatureLayer(index=int(index), name=name, stride=stride, receptive_field=field, origin=origin)
+
+
 def param_count(params: Any) -> int:
   """Total number of scalars in a parameter pytree (arrays or jax.ShapeDtypeStructs)."""
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
@@ -251,21 +295,26 @@ class FeatureExtractor(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """images: [B, H, W, C_in] -> pre-pool map [B, h, w, C] in `dtype`."""
+  def __call__(self, images: jax.Array, layer: int | None = None) -> jax.Array:
+    """images: [B, H, W, C_in] -> pre-pool map [B, h, w, C] in `dtype`.
+
+    With `layer` = N (1-based), stops after layer N: its ReLU output, max-pooled if N is not the last
+    layer and has a pool (`feature_layer(arch, N)`); None = the last layer, the pre-pool map.
+    """
     x = images.astype(self.dtype)
     last = len(self.arch.convs) - 1
-    for i, layer in enumerate(self.arch.convs):
-      pad = layer.padding
-      x = nn.Conv(layer.features, (layer.kernel, layer.kernel),
-                  strides=(layer.stride, layer.stride),
+    count = last + 1 if layer is None else feature_layer(self.arch, layer).index
+    for i, conv in enumerate(self.arch.convs[:count]):
+      pad = conv.padding
+      x = nn.Conv(conv.features, (conv.kernel, conv.kernel),
+                  strides=(conv.stride, conv.stride),
                   padding=((pad, pad), (pad, pad)), kernel_init=_kernel_init(self.weight_init),
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name=f"conv{i + 1}")(x)
       x = nn.relu(x)
       # The last pool is left to the caller: plain (coarse) or at every offset (SPEC A4).
-      if layer.pool != NO_POOL and i < last:
-        x = pooling.max_pool(x, layer.pool)
+      if conv.pool != NO_POOL and i < last:
+        x = pooling.max_pool(x, conv.pool)
     return x
 
 
@@ -362,10 +411,13 @@ class OverFeat(nn.Module):
     pooled = pooling.max_pool(self.features(images), self.arch.last_pool)
     return self.classify(pooled, train=train)[:, 0, 0, :]
 
-  def features(self, images: jax.Array) -> jax.Array:
+  def features(self, images: jax.Array, layer: int | None = None) -> jax.Array:
     """The feature extractor: images [B, H, W, 3] -> pre-pool map [B, h, w, C] (before last pool).
 
-    Raises InputSizeError if H or W is smaller than the field of view (a trace-time check).
+    `layer` = N returns feature layer N's output instead ([B, h_N, w_N, C_N], `feature_layer`);
+    None (or the last layer's number) is the pre-pool map.
+    Raises InputSizeError if H or W is smaller than the field of view (a trace-time check), and
+    ConfigError for a layer that does not exist.
     """
     _, h, w, _ = images.shape
     fov = self.arch.train_size
@@ -373,7 +425,7 @@ class OverFeat(nn.Module):
       raise InputSizeError(
           f"a {h}x{w} image is smaller than the {self.arch.name} network's field of view "
           f"{fov}x{fov}")
-    return self.extractor(images)
+    return self.extractor(images, layer)
 
   def classify(self, pooled: jax.Array, *, train: bool = False) -> jax.Array:
     """The FC-as-conv classifier: pooled [B, h, w, C] -> logits float32 [B, h', w', K].
