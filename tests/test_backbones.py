@@ -144,7 +144,8 @@ def test_receptive_field_centres_and_stride(name):
   params = jax.tree_util.tree_map_with_path(
       lambda path, leaf: jnp.zeros(leaf.shape) if path[-1].key == "bias"
       else jnp.full(leaf.shape, 1.0 / leaf.shape[2]), random_params(backbone, in_channels=1))
-  reached = np.asarray(backbone.module().apply({"params": params}, jnp.asarray(images))[:, 0, :, 0] > 0)  # [x, j]
+  out = backbone.module().apply({"params": params}, jnp.asarray(images))  # [x, h, w, C]
+  reached = np.asarray(out[:, 0, :, 0] > 0)  # [x, j]: lit column x reaches cell (0, j)
   fields = []
   for j in range(reached.shape[1]):
     columns = np.flatnonzero(reached[:, j])

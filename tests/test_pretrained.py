@@ -63,7 +63,8 @@ def test_conv5_3_equals_torchvisions(tv, weights, tmp_path):
   assert param_count(params) == int(tv["features_param_count"]) == 14_714_688
   assert params["conv1_1"]["kernel"].shape == (3, 3, 3, 64)
   # features.0.weight[o, i, y, x] is our kernel[y, x, i, o].
-  np.testing.assert_array_equal(params["conv1_1"]["kernel"][1, 2, 0, 5], weights["features.0.weight"][5, 0, 1, 2])
+  np.testing.assert_array_equal(params["conv1_1"]["kernel"][1, 2, 0, 5],
+                                weights["features.0.weight"][5, 0, 1, 2])
   np.testing.assert_array_equal(params["conv5_3"]["bias"], weights["features.28.bias"])
   out = vgg.module().apply({"params": params}, jnp.asarray(tv["image"]))
   expected = tv["conv5_3"]  # [1, 4, 4, 512], max about 11
@@ -162,7 +163,7 @@ def test_backbone_from_a_classifier_checkpoint(classifier_run):
   workdir, model, variables = classifier_run
   backbone = backbones.build_backbone("overfeat_fast", 0.125, stem_kernel=3, stem_stride=1)
   params, step = pretrained.load_classifier_extractor(workdir, backbone)
-  assert step == 7
+  assert step == 7 and pretrained.load_classifier_extractor(workdir, backbone, step=7)[1] == 7
   saved = variables["params"]["extractor"]
   assert jax.tree.structure(params) == jax.tree.structure(saved)
   for got, expected in zip(jax.tree.leaves(params), jax.tree.leaves(saved)):
@@ -184,7 +185,8 @@ def test_checkpoints_that_do_not_fit(classifier_run, tmp_path):
       "conv1/kernel: [3, 3, 3, 12] (checkpoint) vs [3, 3, 3, 24] (now);")
   message = one_line_error(CheckpointError, pretrained.load_classifier_extractor, workdir,
                            backbones.build_backbone("vgg16"))
-  assert "than the vgg16 backbone" in message and "conv1/kernel: [3, 3, 3, 12] (checkpoint) vs <absent> (now)" in message
+  assert "than the vgg16 backbone" in message
+  assert "conv1/kernel: [3, 3, 3, 12] (checkpoint) vs <absent> (now)" in message
   # A run of another task (no 'extractor'), and no run at all.
   other = str(tmp_path / "other")
   save_classifier(other, {"Dense_0": {"kernel": np.ones((4, 2), np.float32)}}, {"model": {}}, 1)
