@@ -4,7 +4,8 @@ A run's checkpoints live in `workdir/checkpoints` (orbax, one directory per step
 the items named below; `signature` is JSON describing the model (the task's description plus every
 parameter's shape), so that a restore into a different model is refused with a `CheckpointError`
 naming the differences. `restore_params` is the read-only restore of the parameters alone
-(evaluation, prediction, a detector starting from a classifier).
+(evaluation, prediction, a detector starting from a classifier); `read_signature` reads only what a
+checkpoint describes itself as.
 
 Damage (a truncated array file, a missing item) is told apart from a different model: `read_step`
 raises `DamagedStepError` for anything orbax cannot read, and `restore_newest_intact` then falls back
@@ -206,5 +207,27 @@ def restore_params(workdir: str, params_template: Any, *, task_signature: dict[s
 
   try:
     return restore_newest_intact(directory, manager.all_steps() if step is None else [step], restore)
+  finally:
+    manager.close()
+
+
+def read_signature(workdir: str, *, step: int | None = None) -> tuple[dict[str, Any], int]:
+  """The model signature ({'task': ..., 'param_shapes': {'extractor/conv1/kernel': [...], ...}}) of
+  the newest intact (or the given) checkpoint of a training run, and its step; no array is read.
+
+  For a caller that must see what a checkpoint holds before it can build the template that
+  `restore_params` needs (e.g. a backbone taken from a classifier whose class count it does not know).
+  Raises:
+    CheckpointError: no checkpoint in the directory, or none whose signature reads back.
+  """
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise _no_checkpoint(directory)
+  drop_orbax_echoes()
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    return restore_newest_intact(
+        directory, manager.all_steps() if step is None else [step],
+        lambda s: read_step(manager, s, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE])
   finally:
     manager.close()
