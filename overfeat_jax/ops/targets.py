@@ -302,13 +302,16 @@ def sample_rois(proposals: jax.Array, proposal_valid: jax.Array, gt_boxes: jax.A
   fg = kinds == POSITIVE
   rois = jnp.where(roi_valid[:, None], boxes[safe], 0)
   roi_gt = jnp.where(fg, matched[safe], 0)
-  labels = jnp.where(fg, object_class_to_head(gt_labels[roi_gt]) if num_gt else BACKGROUND,
-                     BACKGROUND).astype(jnp.int32)
-  # Encode only foreground pairs; the others get a unit box so that no NaN enters even the unused
-  # branch of the where (whose gradient would otherwise be NaN).
+  if not num_gt:  # no foreground possible
+    labels = jnp.full((num_rois,), BACKGROUND, jnp.int32)
+    return RoiTargets(rois=rois, labels=labels, targets=jnp.zeros((num_rois, 4), dtype),
+                      valid=roi_valid, matched_gt=roi_gt, indices=indices)
+  labels = jnp.where(fg, object_class_to_head(gt_labels[roi_gt]), BACKGROUND).astype(jnp.int32)
+  # Encode only foreground pairs; the others get a unit box, so that no inf / NaN enters even the
+  # unused branch of the where.
   unit = jnp.asarray([0, 0, 1, 1], dtype)
   reference = jnp.where(fg[:, None], jax.lax.stop_gradient(rois), unit)
-  matched_boxes = jnp.where(fg[:, None], gt_boxes[roi_gt], unit) if num_gt else unit + 0 * reference
+  matched_boxes = jnp.where(fg[:, None], gt_boxes[roi_gt].astype(dtype), unit)
   targets = jnp.where(fg[:, None], encode_boxes(matched_boxes, reference, weights), 0)
   return RoiTargets(rois=rois, labels=labels, targets=jax.lax.stop_gradient(targets),
                     valid=roi_valid, matched_gt=roi_gt, indices=indices)
