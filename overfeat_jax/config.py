@@ -38,9 +38,6 @@ def base_config() -> ml_collections.ConfigDict:
   # per image (0 = always resize_short, the paper's single training scale). Small nets evaluated at
   # several scales (SPEC A4) need to have seen objects at those sizes.
   c.input.resize_short_max = 0
-  # Training colour augmentation: "none" (paper) or "permute_invert" (random RGB channel order and,
-  # with probability 1/2, inverted intensities: shapes are the label, colours are not).
-  c.input.color_augment = "none"
   c.input.mean = (0.485, 0.456, 0.406)  # Per-channel mean of [0, 1] pixels, subtracted.
   c.input.std = (0.229, 0.224, 0.225)  # Per-channel std of [0, 1] pixels, divided.
   c.input.batch_size = 64  # Global training batch (split over all devices and hosts).
@@ -189,7 +186,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.resize_short": (_positive, "expected > 0"),
     "input.crop_size": (_positive, "expected > 0"),
     "input.resize_short_max": (_non_negative, "expected >= 0 (0 = no scale jitter)"),
-    "input.color_augment": _one_of("none", "permute_invert"),
     "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
     "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),
     "input.batch_size": (_positive, "expected > 0"),
