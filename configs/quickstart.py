@@ -30,6 +30,9 @@ def get_config():
   # Digits lie anywhere in scenes up to 1.8:1, so half of the plain random 58-px crops cut the digit
   # (7% keep less than half of it): crops are drawn among those that contain it whole.
   config.input.crop_keeps_object = True
+  # Scale jitter: the short side is drawn from [64, 88] per image, so the net sees digits at the sizes
+  # the three test scales show them (same 2,000 steps: 3-scale top-1 error 23.5% -> 17.6%).
+  config.input.resize_short_max = 88
   config.input.batch_size = 64
   # Handwriting is not mirror-symmetric (a mirrored 2 reads like a 6), so no training flips here;
   # the flip rows of the evaluation table show what flips cost on such data.
