@@ -52,7 +52,8 @@ def torch_layout_arrays(seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray
   rng = np.random.default_rng(seed)
   layers = []
   for name, out, inp, k, _, _ in TINY_FAST_LAYERS:
-    weight = rng.standard_normal((out, inp, k, k)).astype(np.float32) * np.float32(np.sqrt(2 / (inp * k * k)))
+    scale = np.float32(np.sqrt(2 / (inp * k * k)))
+    weight = rng.standard_normal((out, inp, k, k)).astype(np.float32) * scale
     layers.append((name, weight, (0.1 * rng.standard_normal(out)).astype(np.float32)))
   return layers
 
@@ -124,7 +125,8 @@ def test_converted_model_gives_the_logits_of_the_torch_layout_network(release, t
   path, layers, pixels = release
   config = tiny_config()
   done = convert_weights.convert(config, path, str(tmp_path))
-  assert done.num_floats == os.path.getsize(path) // 4 and done.class_order == convert_weights.CLASS_ORDER_RELEASED
+  assert done.num_floats == os.path.getsize(path) // 4
+  assert done.class_order == convert_weights.CLASS_ORDER_RELEASED
   params, step = classification.restore_params(config, str(tmp_path))  # what evaluate.py restores
   assert step == 0
   expected = expected_flax_params(layers)
@@ -153,7 +155,8 @@ def test_class_order_file_puts_outputs_in_sorted_wnid_order(release, tmp_path):
   params, _ = classification.restore_params(config, str(tmp_path / "sorted"))
   images = transforms.normalize(pixels, config.input.mean, config.input.std)
   with jax.default_matmul_precision("highest"):
-    logits = np.asarray(classification.model_from_config(config).apply({"params": params}, images, train=False))
+    model = classification.model_from_config(config)
+    logits = np.asarray(model.apply({"params": params}, images, train=False))
   reference = torch_reference_logits(layers, (pixels.astype(np.float64) - 118.380948) / 61.896913)
   for k, wnid in enumerate(sorted(wnids)):  # output k is the class with the k-th smallest WNID
     np.testing.assert_allclose(logits[:, k], reference[:, wnids.index(wnid)], rtol=1e-4,
@@ -247,8 +250,8 @@ def test_training_refuses_to_resume_from_a_converted_checkpoint(release, tmp_pat
   config = tiny_config()
   convert_weights.convert(config, path, str(tmp_path))
   saved, _ = checkpoint_io.read_signature(str(tmp_path))
-  training = checkpoint_io.make_signature(classification.model_signature(config),
-                                          classification.params_template(classification.model_from_config(config)))
+  template = classification.params_template(classification.model_from_config(config))
+  training = checkpoint_io.make_signature(classification.model_signature(config), template)
   with pytest.raises(CheckpointError, match="written for a different model: task.converted_from"):
     checkpoint_io.check_signature(saved, training, "checkpoints")
 
