@@ -16,7 +16,9 @@ over the flattened map would have the same (in, kh, kw) order if the map was fla
 stores it, [C, H, W]; either reading gives the same layout.) This cannot be checked without the real
 file: a file that stored layer 6's inputs in another order (e.g. [kh, kw, in]) would have the same
 size and load without error but classify badly. `torch_to_flax` is the one place that turns a file
-layer into a Flax kernel, so such a difference would be fixed there.
+layer into a Flax kernel, so such a difference would be fixed there. No kernel is flipped: the
+release's C++ runs its convolutions as Torch's cross-correlation (conv2Dmv/conv2Dmm with "X"), which
+is what XLA's convolution computes too.
 
 `file_layout(arch, num_classes)` describes the layers of any architecture (the paper's two, or a
 width-reduced one for tests); `read_released_weights` checks the file's size against it and returns
