@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import sys
 from typing import Any, Callable, Sequence
 
