@@ -145,6 +145,38 @@ def paper_imagenet_config() -> ml_collections.ConfigDict:
   return c
 
 
+
+# The preprocessing of the weights OverFeat's authors released (overfeat_jax/models/released_weights.py,
+# PIXEL_MEAN / PIXEL_STD): (p - 118.380948) / 61.896913 for 0..255 pixels of every channel, which is
+# our (x / 255 - mean) / std with these values.
+RELEASED_MEAN = (118.380948 / 255,) * 3
+RELEASED_STD = (61.896913 / 255,) * 3
+
+
+def released_weights_config(variant: str) -> ml_collections.ConfigDict:
+  """The paper's ImageNet config of `variant` ("fast" / "accurate") for the authors' released weights.
+
+  The same as configs/overfeat_<variant>_imagenet.py (the paper's architecture, training input and six
+  test scales), with the released networks' input normalisation. `python -m
+  overfeat_jax.convert_weights` writes checkpoints for it; configs/overfeat_<variant>_released.py
+  return it.
+  """
+  c = paper_imagenet_config()
+  c.model.variant = variant
+  c.input.mean = RELEASED_MEAN
+  c.input.std = RELEASED_STD
+  if variant == "fast":
+    c.input.crop_size = 231
+    c.input.eval_batch_size = 32
+    # As overfeat_fast_imagenet.py: scale 1 is 247 px (at 245 the fast net's second pooling offset
+    # leaves no full 6x6 classifier window).
+    c.eval.scales = ((247, 247), (281, 317), (317, 389), (389, 461), (425, 497), (461, 569))
+  else:
+    c.input.crop_size = 221
+    c.input.eval_batch_size = 16
+    c.eval.scales = ((245, 245), (281, 317), (317, 389), (389, 461), (425, 497), (461, 569))  # SPEC A4
+  return c
+
 # ---------------------------------------------------------------------------------------------
 # The ONE table of allowed values. `validate_config` is the only place that checks a config value;
 # lower layers check only what needs runtime facts (the field of view, the device count, the size of
