@@ -13,33 +13,52 @@ This is the paper's literal definition, kept as it is: a distance (px) plus an a
 threshold is in mixed units, and the score is LOW only for boxes that are close AND hardly overlap.
 Two boxes far apart score high, and so do two boxes that overlap a lot: two identical 100 x 100
 boxes score 10,000 and merge only when threshold >= 10,000, while two disjoint boxes side by side
-with centres 100 px apart score 100. Merged boxes are averages of averages (a box merged k times
-away from the start weighs 2^-k), also as the paper says.
+with centres 100 px apart score 100. A merged box is an average of averages (a box that went in k
+merges ago weighs 2^-k in it), also as the paper says.
 
 Ties: among pairs with the same (float32) score, the one with the lowest (first index, second
 index) goes first. The merged box takes the lower of the two slots, so a merged box's slot is the
 lowest input index among the boxes it contains. The output lists the surviving boxes sorted by
 confidence, descending (ties: lower slot first), then the invalid rows as zeros.
 
-Implementation: one `lax.while_loop` over a lazy nearest-partner table, O(N) per step, never an
-N x N matrix. Each live box k keeps `row_min[k]`, a lower bound of its best match score, and
-`row_arg[k]`, the partner reaching it; the bound is exact unless `stale[k]`. A step takes the row
-with the lowest bound (first index on ties): if stale, it recomputes that row exactly (one [N] row
-of scores) and loops; else the row's pair is the global best pair (every other row's bound is no
-lower), and the step merges it: the merged box's row is computed exactly and also offered to every
-other row as a new candidate; rows whose partner was one of the two merged boxes become stale (the
-partner is gone or moved; their old minimum stays a valid lower bound). At most N - 1 merges; a row
-is recomputed only when it reaches the front, so clustered predictions cost a few O(N) passes per
-merge instead of the O(N^2) rescan of each step of the plain algorithm (O(N^3) in all).
+Scores are float32. Compiled, XLA fuses dx * dx + dy * dy into one multiply-add, so a score can
+differ in its last bit from the same formula evaluated op by op (numpy, or jax outside jit); the
+merges then differ only where two pairs' scores are within one float32 step of each other.
 
-Chosen over a host numpy version of the same lazy algorithm by measurement (benchmarks/merge.py,
-which keeps that version as a prototype; 2-core development machine, one core, float32, boxes
-clustered around 6 objects of a 461 x 569 image, a threshold that merges everything):
-  N       jnp while_loop (this)   numpy loop on the host
-  500     ... ms                  ... ms
-  2,000   ... ms                  ... ms
-  5,000   ... ms                  ... ms
-The jnp version also runs inside jit (static shapes), e.g. per class under vmap.
+Implementation: `lax.while_loop`s over per-box lists of best partners; O(m N) memory (never an N x N
+matrix) and a few O(N) passes per merge. Pairs are ordered by (score, partner index), which is the
+tie rule above. Each live box r keeps its m = `candidates` best (score, partner) pairs and a bound:
+every live partner below the bound is in the list, with its current score (_Table). The row's best
+listed pair is then its exact best pair; a row whose list has emptied is "stale" and its bound is
+a lower bound of its best score. The outer loop takes the row with the lowest value (the lowest row
+on ties); while that row is stale, an inner loop recomputes it (one [N] row of scores, its m + 1
+best); once it is exact, its pair is the global best pair (every other row's value is no higher)
+and the merge step runs: the two boxes' entries leave every list, the merged box's row is computed
+from scratch, and its scores (the new column: the score is symmetric) are offered to every other
+row, going into its list if below its bound (into an empty slot, or evicting the row's largest
+entry, which becomes the new bound). At most N - 1 merges.
+
+Why lists and a bound: a first version kept only each row's best partner and, when that partner was
+merged, its old minimum as the lower bound. On predictions clustered around objects a few boxes are
+the best partner of many (with this score: small boxes, whose overlaps are small), so every merge
+sent many rows to be recomputed: 84,000 row recomputes for 2,000 boxes merged into one, against
+8,900 with one listed partner and a bound (and 4,200 with 8); the bound keeps stale rows from
+coming to the front early, and offers refill lists without a recompute. Larger lists cost more per
+merge than they save: `candidates` = 2 measured fastest or within a few % of it for 500 to 5,000
+boxes, clustered or scattered uniformly; 8 was ~40% slower, 1 up to 3x slower on scattered boxes.
+
+Chosen over a host numpy loop of the same algorithm (benchmarks/merge.py keeps it as a prototype),
+which pays numpy's per-call overhead on every step: 18-26x slower. Measured with
+`python benchmarks/merge.py` on the shared 2-core development machine (load average ~20, so CPU
+milliseconds, which leave out the time other processes held the core; wall times were 2-3x these),
+one core, float32, boxes clustered around 6 objects of a 461 x 569 image, merged into one box
+(threshold inf):
+  N       merges   jnp while_loop (this)   numpy host loop   paper fast model on the image
+  500     499      11 ms                   204 ms            class_map 364 ms,
+  2,000   1,999    83 ms                   1,726 ms          dense_class_map fine 660 ms
+  5,000   4,999    579 ms                  13,887 ms         (14 x 22 grid: 308 boxes per class)
+Both gave identical results. The jnp version also runs inside jit with static shapes, e.g. per
+class under vmap (a vmapped while_loop runs until every member is done).
 """
 
 from __future__ import annotations
@@ -83,8 +102,8 @@ def _threshold_below(threshold: float | jax.Array) -> jax.Array:
 def _first(mask: jax.Array) -> jax.Array:
   """Index of the first True along the last axis (its size where none): [..., M] -> int32 [...].
 
-  A plain min-reduction: XLA:CPU runs it vectorised, unlike argmin / argmax's (value, index) pairs,
-  which made them the slowest part of each step.
+  A plain min-reduction, which XLA:CPU vectorises; argmin / argmax reduce (value, index) pairs
+  and were ~4x slower on [2000].
   """
   size = mask.shape[-1]
   return jnp.min(jnp.where(mask, jnp.arange(size, dtype=jnp.int32), size), axis=-1)
@@ -98,11 +117,12 @@ def _lex_less(value1: jax.Array, id1: jax.Array, value2: jax.Array, id2: jax.Arr
 class _Table(NamedTuple):
   """Each box's remembered best partners (the loop's state besides the boxes; N rows, m slots).
 
-  For a live row r, every live partner j whose (score, j) is below (bound[r], bound_id[r]) is in
-  the row's list val[:, r], ids[:, r] with its current score; empty slots hold (inf, _EMPTY). (Slot-
-  major, so that the reductions over slots are elementwise over N, which XLA:CPU vectorises.) row_min / row_arg / stale
-  summarise the list: the best listed (score, partner), or, when the list is empty (stale), the
-  bound, a lower bound of the row's best score; inf for dead rows.
+  For a live row r, the list val[:, r], ids[:, r] holds exactly the live partners j whose
+  (score, j) is below (bound[r], bound_id[r]), each with its current score, in any slots; empty
+  slots hold (inf, _EMPTY). row_min / row_arg / stale summarise it: the best listed (score,
+  partner), or, when the list is empty (stale), the bound: a lower bound of the row's best score;
+  row_min is inf for dead rows. Slot-major, so that reductions over the slots are elementwise over
+  N, which XLA:CPU vectorises.
   """
   val: jax.Array  # float32 [m, N]
   ids: jax.Array  # int32 [m, N]
