@@ -14,10 +14,11 @@ Rows: the library's jnp `lax.while_loop` (ops/merge.py, jitted; its inputs go fr
 device in each call) and, as the alternative it was chosen over, the same algorithm (per-box lists
 of best partners) as a numpy loop on the host (`merge_numpy` below, a prototype; its output is
 compared with the library's: identical unless two pair scores lie within one float32 step, where
-XLA's fused multiply-add can order them differently). Beside them: the paper fast model (random He-scaled weights, full
-width, 1000 classes) on one 461 x 569 image, `model.apply(..., method='class_map')` (the coarse map,
-one pooling offset) and dense_grid.dense_class_map(fine=True) (the 2 x 2 offsets the boxes of a
-fine grid come from), and how many boxes that grid gives per scale for the top-1 / top-5 classes.
+XLA's fused multiply-add can order them differently). Beside them: the paper fast model (random
+He-scaled weights, full width, 1000 classes) on one 461 x 569 image,
+`model.apply(..., method='class_map')` (the coarse map, one pooling offset) and
+dense_grid.dense_class_map(fine=True) (the 2 x 2 offsets the boxes of a fine grid come from), and
+how many boxes that grid gives per scale for the top-1 / top-5 classes.
 Medians over --runs calls after one compiling call, the two merge versions timed in turns; wall
 milliseconds, and in brackets this process's CPU milliseconds, steadier on a busy shared machine.
 """

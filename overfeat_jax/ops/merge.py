@@ -48,15 +48,14 @@ merge than they save: `candidates` = 2 measured fastest or within a few % of it 
 boxes, clustered or scattered uniformly; 8 was ~40% slower, 1 up to 3x slower on scattered boxes.
 
 Chosen over a host numpy loop of the same algorithm (benchmarks/merge.py keeps it as a prototype),
-which pays numpy's per-call overhead on every step: 18-26x slower. Measured with
-`python benchmarks/merge.py` on the shared 2-core development machine (load average ~20, so CPU
-milliseconds, which leave out the time other processes held the core; wall times were 2-3x these),
-one core, float32, boxes clustered around 6 objects of a 461 x 569 image, merged into one box
-(threshold inf):
+which pays numpy's per-call overhead on every step: 15-26x slower. Measured with
+`python benchmarks/merge.py` on the shared 2-core development machine, one core, float32, boxes
+clustered around 6 objects of a 461 x 569 image, merged into one box (threshold inf); CPU ms (the
+time the process held the core; wall times were the same to 1.5x, other work running):
   N       merges   jnp while_loop (this)   numpy host loop   paper fast model on the image
-  500     499      11 ms                   204 ms            class_map 364 ms,
-  2,000   1,999    83 ms                   1,726 ms          dense_class_map fine 660 ms
-  5,000   4,999    579 ms                  13,887 ms         (14 x 22 grid: 308 boxes per class)
+  500     499      11 ms                   196 ms            class_map 342 ms,
+  2,000   1,999    83 ms                   1,635 ms          dense_class_map fine 630 ms
+  5,000   4,999    545 ms                  12,762 ms         (14 x 22 grid: 308 boxes per class)
 Both gave identical results. The jnp version also runs inside jit with static shapes, e.g. per
 class under vmap (a vmapped while_loop runs until every member is done).
 """
