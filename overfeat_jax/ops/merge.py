@@ -278,7 +278,7 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
     merged_valid bool [N]: True on the real rows (a prefix).
   Runs eagerly (one compiled loop per N) and inside jit / vmap.
   """
-  if not isinstance(candidates, int) or candidates < 1:
+  if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
     raise ValueError(f"greedy_merge: candidates must be an int >= 1, got {candidates!r}")
   if isinstance(threshold, (int, float)) and math.isnan(threshold):
     raise ValueError("greedy_merge: threshold is NaN")
