@@ -77,8 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_epochs = 12  # Training length in epochs of the train split.
   c.train.max_steps = 0  # If > 0, stop after this many steps (smoke tests); 0 = num_epochs decides.
   c.train.log_every = 50  # Print and log (metrics.jsonl, TensorBoard) every this many steps.
-  # Evaluate on the eval split every this many steps and at the last one, logged as the training
-  # metrics are ("eval/..." keys); 0 = never. train.py wires the task's evaluator (config.eval) in.
+  # Evaluate on the eval split after every this many steps, logged as the training metrics are
+  # ("eval/..." keys); 0 = never. train.py wires the task's evaluator (config.eval) in.
   c.train.eval_every = 0
   # Examples of the eval split that evaluation uses: the first N (0 = those evaluate.py uses, i.e.
   # eval.num_examples). The same examples every time, so that the curve compares like with like.

@@ -40,24 +40,6 @@ EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard loads files whose name hol
 _TAG = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*")
 
 
-def read_records(path: str) -> list[dict[str, Any]]:
-  """The records of a metrics.jsonl ([] when there is no file); lines that are not a JSON object
-  with a "step" (a last line cut short by a kill) are skipped."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = f.read().splitlines()
-  records = []
-  for line in lines:
-    try:
-      record = json.loads(line)
-      if isinstance(record, dict) and isinstance(record.get("step"), int):
-        records.append(record)
-    except ValueError:
-      continue
-  return records
-
-
 def drop_records_after(path: str, step: int) -> list[dict[str, Any]]:
   """Keeps the records of `path` up to `step` (a resumed run logs the later steps again); returns them.
 
@@ -137,9 +119,9 @@ class MetricsWriter:
         self.events_path = path
     except OSError as e:
       raise WorkdirError(f"cannot write a TensorBoard event file in {self.directory}: {reason(e)}") from e
-    now = time.time()
+    now, start = time.time(), SessionLog(status=SessionLog.START)
     self._write_events([Event(wall_time=now, file_version="brain.Event:2"),
-                        Event(wall_time=now, step=first_step, session_log=SessionLog(status=SessionLog.START))])
+                        Event(wall_time=now, step=first_step, session_log=start)])
 
   def _write_events(self, events: list[Event]) -> None:
     try:

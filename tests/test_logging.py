@@ -9,7 +9,6 @@ Event protobuf classes come from tensorboardX.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -138,7 +137,7 @@ TRAIN_TAGS = {"loss", "accuracy", "learning_rate", "images_per_sec", "elapsed_se
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
-  """A 10-step run, logged every 2 steps and evaluated every 4 (so at 4, 8 and the last step, 10)."""
+  """A 10-step run, logged every 2 steps and evaluated every 4 (at 4 and 8: not at the last step, 10)."""
   workdir = tmp_path_factory.mktemp("logging") / "run"
   evaluation = Evaluation()
   result = tiny_run(workdir, max_steps=10, eval_every=4, evaluate=evaluation)
@@ -157,15 +156,12 @@ def test_tensorboard_holds_what_metrics_jsonl_holds(evaluated_run):
   assert [value for _, value in from_events["learning_rate"]] == [np.float32(0.02)] * 5
 
 
-def test_evaluation_runs_every_eval_every_steps_and_at_the_end(evaluated_run):
+def test_evaluation_runs_every_eval_every_steps(evaluated_run):
   workdir, result, evaluation = evaluated_run
-  assert [step for step, _ in evaluation.calls] == [4, 8, 10]
+  assert [step for step, _ in evaluation.calls] == [4, 8]
   records = [r for r in read_records(workdir) if "eval/error" in r]
   assert [(r["step"], {k: v for k, v in r.items() if k != "step"}) for r in records] == evaluation.calls
-  # It evaluated the state of its step: the last call saw the final parameters.
-  assert evaluation.calls[-1][1]["eval/accuracy"] == tiny_accuracy(result.state.params)
-  # Headline first: the summary quotes the first value the evaluation returns.
-  assert list(evaluation.calls[-1][1]) == ["eval/error", "eval/accuracy"]
+  assert list(evaluation.calls[-1][1]) == ["eval/error", "eval/accuracy"]  # the headline first
 
 
 def test_run_info_records_the_environment(evaluated_run):
@@ -185,7 +181,11 @@ def test_run_info_records_the_environment(evaluated_run):
 
 
 def test_the_run_ends_with_a_summary_line(tmp_path, capsys):
-  tiny_run(tmp_path, max_steps=4, eval_every=4, evaluate=Evaluation())
+  evaluation = Evaluation()
+  result = tiny_run(tmp_path, max_steps=4, eval_every=4, evaluate=evaluation)
+  # It evaluated the state of its step: here the last one, the final parameters.
+  assert [step for step, _ in evaluation.calls] == [4]
+  assert evaluation.calls[0][1]["eval/accuracy"] == tiny_accuracy(result.state.params)
   last = capsys.readouterr().out.splitlines()[-1]
   loss = read_records(tmp_path)[-2]["loss"]
   error = read_records(tmp_path)[-1]["eval/error"]
@@ -196,16 +196,16 @@ def test_the_run_ends_with_a_summary_line(tmp_path, capsys):
 
 def test_a_resumed_run_logs_every_step_once(tmp_path, evaluated_run):
   reference, _, _ = evaluated_run
-  # A run to step 6 (checkpoints 4 and 6, evaluated at 4 and 6), then "killed" before its step-6
-  # checkpoint: the resume from step 4 logs steps 6 and 8 again, and evaluates at 8 and 10.
+  # A run to step 6 (checkpoints 4 and 6, evaluated at 4), then "killed" before its step-6 checkpoint
+  # (as if by kill -9): the resume from step 4 logs step 6 again, then 8 (and evaluates) and 10.
   tiny_run(tmp_path, max_steps=6, eval_every=4, evaluate=Evaluation())
-  assert [r["step"] for r in read_records(tmp_path)] == [2, 4, 4, 6, 6]
+  assert [r["step"] for r in read_records(tmp_path)] == [2, 4, 4, 6]
   shutil.rmtree(tmp_path / "checkpoints" / "6")
   assert tiny_run(tmp_path, max_steps=10, eval_every=4, evaluate=Evaluation()).step == 10
 
   records = read_records(tmp_path)
   assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8, 10]
-  assert [r["step"] for r in records if "eval/error" in r] == [4, 8, 10]
+  assert [r["step"] for r in records if "eval/error" in r] == [4, 8]
   # The same numbers as the uninterrupted run (img/s and time aside).
   timing = ("images_per_sec", "elapsed_sec")
   assert ([{k: v for k, v in r.items() if k not in timing} for r in records]
@@ -273,3 +273,63 @@ def test_run_info_keeps_one_record_per_start(tmp_path):
   second = run_info.record(str(tmp_path), command="train", step=8)
   assert run_info.read_runs(str(tmp_path)) == [first, second]
   assert {"jax", "jaxlib", "device_kind", "device_count", "process_count", "overfeat_jax"} <= set(first)
+
+
+# ---------------------------------------------------------------------------------------------
+# The classifier: train.py's periodic evaluation and evaluate.py log the same numbers the same way.
+
+def test_the_classifiers_evaluation_during_training_matches_evaluate_py(tmp_path, digits_data_dir, capsys):
+  from overfeat_jax.evaluation import run as evaluation
+  from test_config import load_config
+
+  config = load_config("quickstart")
+  config.dataset.name = "digits_in_scenes/classification"
+  config.dataset.data_dir = digits_data_dir
+  config.input.batch_size = 4
+  config.train.max_steps = 4
+  config.train.log_every = 1
+  config.train.eval_every = 2
+  config.train.eval_num_examples = 4  # the first 4 test images, in one padded batch of 4
+  # One scale and one shape bucket: one short compile.
+  config.eval.scales = ((64, 64),)
+  config.eval.multi_scales = (0,)
+  config.eval.aspect_buckets = (2.0,)
+  config.input.eval_batch_size = 4
+  workdir = tmp_path / "run"
+  assert evaluation.periodic_evaluation(tiny_training.tiny_config()) is None  # eval_every = 0: none
+  loop.run(config, str(workdir), evaluate=evaluation.periodic_evaluation(config))
+  out = capsys.readouterr().out
+  assert re.search(r"^eval at step 2: top-1 error [\d.]+% \(1 scales \(64x64\), fine stride\) on 4 examples "
+                   r"of test, [\d.]+ s$", out, re.M), out
+  records = read_records(workdir)
+  evaluated = {r["step"]: r for r in records if "eval/multi_scale/top1_error" in r}
+  assert sorted(evaluated) == [2, 4]
+  rows = ("centre_crop", "ten_views", "one_scale_coarse", "one_scale_fine", "multi_scale",
+          "multi_scale_flips")
+  assert set(evaluated[4]) == {"step"} | {f"eval/{row}/{metric}" for row in rows
+                                          for metric in ("top1_error", "top5_error")}
+  assert list(evaluated[4])[1] == "eval/multi_scale/top1_error"  # the headline, quoted by the summary
+  for key, value in evaluated[4].items():
+    assert key == "step" or (value * 4 / 100).is_integer()  # errors count whole examples of the 4
+  assert tensorboard_scalars(workdir) == jsonl_scalars(workdir / "metrics.jsonl")
+  assert out.splitlines()[-1].startswith(
+      f"done: step 4/4, loss {records[-2]['loss']:.4g} (step 4), eval/multi_scale/top1_error "
+      f"{evaluated[4]['eval/multi_scale/top1_error']:.4g} (step 4); checkpoints in {workdir / 'checkpoints'}")
+
+  # evaluate.py on the same 4 examples of the final checkpoint: the same numbers, in workdir/eval.
+  config.eval.num_examples = 4
+  for _ in range(2):  # evaluating a step again replaces its record
+    result = evaluation.run(config, str(workdir))
+  eval_dir = workdir / "eval"
+  assert read_records(eval_dir) == [evaluated[4]]
+  assert tensorboard_scalars(eval_dir) == jsonl_scalars(eval_dir / "metrics.jsonl")
+  assert len(event_files(eval_dir)) == 2
+  assert result["checkpoint_step"] == 4
+  assert json.loads((eval_dir / "metrics.json").read_text())["checkpoint_step"] == 4
+  runs = json.loads((eval_dir / "run_info.json").read_text())["runs"]
+  assert [(r["command"], r["step"]) for r in runs] == [("evaluate", 4)] * 2
+  top1 = result["rows"]["N scales, fine stride"]["top1_error"]
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f"done: checkpoint step 4, top-1 error {top1:.2f}% (1 scales (64x64), fine stride) on 4 examples of "
+      f"test; metrics in {eval_dir / 'metrics.json'} and {eval_dir / 'metrics.jsonl'} and TensorBoard "
+      f"(tensorboard --logdir {workdir})")

@@ -120,10 +120,12 @@ def _check_params_finite(state: TrainState, step: int, checkpoints: checkpoint_l
         "gradient in the loss")
 
 
-def _summary(step: int, num_steps: int, stopped_by: int | None, workdir: str, metrics: metrics_writer.MetricsWriter,
-             checkpoints: checkpoint_lib.TrainCheckpoints, headline: str | None) -> str:
+def _summary(step: int, num_steps: int, stopped_by: int | None, workdir: str,
+             metrics: metrics_writer.MetricsWriter, checkpoints: checkpoint_lib.TrainCheckpoints,
+             headline: str | None) -> str:
   """The run's last line: where it ended, the newest loss (and headline evaluation), where things are."""
-  parts = [f"step {step}/{num_steps}" + (f" (stopped by {signal.Signals(stopped_by).name})" if stopped_by else "")]
+  stopped = f" (stopped by {signal.Signals(stopped_by).name})" if stopped_by else ""
+  parts = [f"step {step}/{num_steps}{stopped}"]
   for key in ("loss", headline):
     newest = metrics.newest(key) if key else None
     if newest is not None:
@@ -141,9 +143,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
   Reads config.seed, config.input.batch_size, config.optimizer, config.train and (for the resume
   check, `run_config`) the whole config. Prints progress on process 0, which holds the workdir's lock
   (`workdir.WorkdirLock`) for the whole run. With config.train.eval_every > 0, `evaluate` runs after
-  every eval_every-th step and the last one (not at a stop by signal), before that step's checkpoint
-  (a kill during it redoes it on resume); its values are logged at that step as the training
-  metrics are, and its time is left out of img/s.
+  every eval_every-th step (not at a stop by signal), before that step's checkpoint (a kill during it
+  redoes it on resume); its values are logged at that step as the training metrics are, and its time
+  is left out of img/s.
   Raises:
     ConfigError: the global batch does not split over the devices, a bad train/optimizer value, or
       train.eval_every > 0 without an `evaluate`.
@@ -195,7 +197,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
         stopping = _stop_requested(stop)
         if step % config.train.log_every == 0 or step == num_steps or stopping:
           log.flush(step)
-        if eval_every and (step % eval_every == 0 or step == num_steps) and not stopping:
+        if eval_every and step % eval_every == 0 and not stopping:
+          log.check_finite()  # never evaluate (and log) a diverged state
           jax.block_until_ready(state)  # the steps before it are not the evaluation's time
           started = time.perf_counter()
           values = evaluate(state.params, step)
@@ -215,7 +218,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
           break
       checkpoints.close()  # waits for the last save, still under StopRequest: a Ctrl-C does not lose it
     if out:
-      print(_summary(step, num_steps, stopped_by, workdir, metrics, checkpoints, headline), file=out, flush=True)
+      print(_summary(step, num_steps, stopped_by, workdir, metrics, checkpoints, headline), file=out,
+            flush=True)
   return TrainResult(state=state, step=step, stopped_by=stopped_by)
 
 
