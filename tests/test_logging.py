@@ -331,5 +331,5 @@ def test_the_classifiers_evaluation_during_training_matches_evaluate_py(tmp_path
   top1 = result["rows"]["N scales, fine stride"]["top1_error"]
   assert capsys.readouterr().out.splitlines()[-1] == (
       f"done: checkpoint step 4, top-1 error {top1:.2f}% (1 scales (64x64), fine stride) on 4 examples of "
-      f"test; metrics in {eval_dir / 'metrics.json'} and {eval_dir / 'metrics.jsonl'} and TensorBoard "
+      f"test; metrics in {eval_dir / 'metrics.json'}, {eval_dir / 'metrics.jsonl'} and TensorBoard "
       f"(tensorboard --logdir {workdir})")

@@ -63,10 +63,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True
     metrics.write(step, SCALARS[config.task](result))
   run_info.record(directory, command="evaluate", step=step)
   if verbose and metrics.active:
-    where = f"metrics in {os.path.abspath(outputs.metrics_path(workdir))} and {os.path.abspath(metrics.path)}"
+    places = [os.path.abspath(outputs.metrics_path(workdir)), os.path.abspath(metrics.path)]
     if metrics.events_path:
-      where += f" and TensorBoard (tensorboard --logdir {os.path.abspath(workdir)})"
-    print(f"done: checkpoint step {step}, {SUMMARIES[config.task](result)}; {where}", flush=True)
+      places.append(f"TensorBoard (tensorboard --logdir {os.path.abspath(workdir)})")
+    print(f"done: checkpoint step {step}, {SUMMARIES[config.task](result)}; metrics in "
+          f"{', '.join(places[:-1])} and {places[-1]}", flush=True)
   return result
 
 
