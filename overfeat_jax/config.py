@@ -76,7 +76,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 12  # Training length in epochs of the train split.
   c.train.max_steps = 0  # If > 0, stop after this many steps (smoke tests); 0 = num_epochs decides.
-  c.train.log_every = 50  # Print and append to metrics.jsonl every this many steps.
+  c.train.log_every = 50  # Print and log (metrics.jsonl, TensorBoard) every this many steps.
+  # Evaluate on the eval split after every this many steps, logged as the training metrics are
+  # ("eval/..." keys); 0 = never. train.py wires the task's evaluator (config.eval) in.
+  c.train.eval_every = 0
+  # Examples of the eval split that evaluation uses: the first N (0 = those evaluate.py uses, i.e.
+  # eval.num_examples). The same examples every time, so that the curve compares like with like.
+  c.train.eval_num_examples = 0
+  c.train.tensorboard = True  # Also write TensorBoard event files beside each metrics.jsonl.
   c.train.checkpoint_every = 500  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
   c.train.keep_checkpoints = 2  # How many recent checkpoints to keep.
   c.train.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
@@ -248,6 +255,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.num_epochs": (_non_negative, "expected >= 0 (with train.max_steps > 0 when 0)"),
     "train.max_steps": (_non_negative, "expected >= 0 (0 = use num_epochs)"),
     "train.log_every": (_positive, "expected > 0"),
+    "train.eval_every": (_non_negative, "expected >= 0 (0 = no evaluation during training)"),
+    "train.eval_num_examples": (_non_negative, "expected >= 0 (0 = eval.num_examples)"),
     "train.checkpoint_every": (_positive, "expected > 0"),
     "train.keep_checkpoints": (_positive, "expected >= 1"),
     "eval.resize_short": (_positive, "expected > 0"),
@@ -265,7 +274,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # shaped what the checkpoints hold: the task, model, data and augmentation, input.batch_size (it maps
 # steps to epochs, so the schedule and the data position), optimizer and schedule, and the seed.
 RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.distributed", "input.num_workers", "input.prefetch",
+                     "train.keep_checkpoints", "train.distributed", "train.eval_every",
+                     "train.eval_num_examples", "train.tensorboard", "input.num_workers", "input.prefetch",
                      "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval")
 
 
