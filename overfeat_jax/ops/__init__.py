@@ -14,6 +14,9 @@ Detection ops with torchvision's numbers (NHWC features; boxes (x1, y1, x2, y2) 
   roi_align(features, boxes, (h, w), spatial_scale, sampling_ratio, aligned, *,
             max_sampling_ratio) -> [R, h, w, C]
   anchors((H, W), stride, sizes, aspect_ratios, *, offset) -> float32 [H * W * A, 4]
+  greedy_merge(boxes [N, 4], scores [N], valid [N], threshold) -> (merged_boxes float32 [N, 4],
+               confidence float32 [N], merged_valid bool [N])  (OverFeat's merge, SPEC A5 (d))
+  best_box(merged_boxes [N, 4], confidence [N], merged_valid [N]) -> (box [4], confidence [])
 
 nms results are padded with PAD_INDEX (-1); num_kept counts the real entries. Box helpers take
 numpy or jax arrays (numpy in, numpy out); anchors are numpy constants. The names `nms` and
@@ -24,11 +27,13 @@ from here, or as `from overfeat_jax.ops.nms import ...`.
 from overfeat_jax.ops.anchors import anchors, base_anchors
 from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_area,
                                     box_iou, clip_boxes, decode_boxes, encode_boxes, flip_boxes)
+from overfeat_jax.ops.merge import best_box, greedy_merge
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
 from overfeat_jax.ops.roi import default_max_sampling_ratio, roi_align, roi_pool
 
 __all__ = [
     "BBOX_XFORM_CLIP", "DETECTOR_WEIGHTS", "PAD_INDEX", "RPN_WEIGHTS", "anchors", "base_anchors",
-    "batched_nms", "box_area", "box_iou", "clip_boxes", "decode_boxes",
-    "default_max_sampling_ratio", "encode_boxes", "flip_boxes", "nms", "num_kept", "roi_align", "roi_pool",
+    "batched_nms", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
+    "default_max_sampling_ratio", "encode_boxes", "flip_boxes", "greedy_merge", "nms", "num_kept",
+    "roi_align", "roi_pool",
 ]
