@@ -11,10 +11,11 @@ import ml_collections
 
 from overfeat_jax import tasks
 from overfeat_jax.config import validate_config
-from overfeat_jax.evaluation import classification
+from overfeat_jax.evaluation import classification, localization
 
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification.evaluate,
+    "localization": localization.evaluate,
 }
 
 
