@@ -20,7 +20,8 @@ from model_helpers import random_variables
 NEGATIVE_ZERO_LEAF = ("classifier", "fc8", "bias")  # holds a -0.0: a frozen update of +0.0 would flip it
 
 
-def tiny_localization_config(data_dir: str, classifier_workdir: str, **localization) -> ml_collections.ConfigDict:
+def tiny_localization_config(data_dir: str, classifier_workdir: str,
+                             **localization) -> ml_collections.ConfigDict:
   """The digits data, the quickstart's layers at 1/32 width (58-px field of view, fine grid from
   62 px), one shape bucket, whole images with short side 64, three training steps of batch 4."""
   config = base_config()

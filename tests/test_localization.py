@@ -256,12 +256,36 @@ def test_training_keeps_the_classifier_bit_for_bit(tmp_path, digits_data_dir):
   assert frozen.keys() == saved.keys()
   for name in saved:
     np.testing.assert_array_equal(frozen[name], saved[name], err_msg=name)
-  assert np.signbit(params["overfeat"][NEGATIVE_ZERO_LEAF[0]][NEGATIVE_ZERO_LEAF[1]][NEGATIVE_ZERO_LEAF[2]][0])
-  # ... while the regressor trained: its parameters moved from their init.
+  planted = frozen["/".join(NEGATIVE_ZERO_LEAF)]
+  assert planted[0] == np.float32(-0.0).view(np.uint32)  # the -0.0 is still -0.0
+  # ... while the regressor trained: its parameters moved from their init (the loop's init key).
   model = task.model_from_config(config)
-  init = bits(jax.jit(lambda k: task.init_regressor(model, k))(jax.random.split(jax.random.key(config.seed))[0]))
+  init_rng = jax.random.split(jax.random.key(config.seed))[0]
+  init = bits(jax.jit(lambda k: task.init_regressor(model, k))(init_rng))
   trained = bits(params["regressor"])
   assert all(not np.array_equal(trained[name], init[name]) for name in init)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped configs.
+
+def test_shipped_localization_configs():
+  from test_config import load_config  # pylint: disable=g-import-not-at-top
+
+  quick = load_config("localization_quickstart")
+  validate_config(quick)
+  classifier = load_config("quickstart")
+  for key in ("variant", "width", "stem_kernel", "stem_stride"):  # it starts from the quickstart's
+    assert quick.model[key] == classifier.model[key]
+  assert quick.localization.classifier_workdir == "workdirs/quickstart"
+  paper = load_config("overfeat_localization_imagenet")
+  validate_config(paper)
+  assert paper.localization.regressor == "scr" and paper.dataset.name == "imagenet2012"
+  model = task.model_from_config(paper)
+  task.check_train_scales(model, paper)
+  shapes = task.params_template(model)["regressor"]
+  assert shapes["hidden1"]["kernel"].shape == (6, 6, 1024, 4096)  # SPEC A5 at the paper's size
+  assert shapes["edges"]["kernel"].shape == (1, 1, 1024, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,3 +320,18 @@ def test_a_training_scale_smaller_than_the_fine_grid():
   config = tiny_localization_config("", "unused", train_scales=(61, 64))
   with pytest.raises(InputSizeError, match=r"\[61\].*62 px"):
     task.training_task(config)
+
+
+def test_an_image_smaller_than_the_field_of_view():
+  config = tiny_localization_config("", "unused")
+  model = task.model_from_config(config)
+  template = task.params_template(model)
+
+  def head(pooled):
+    return model.regressor.apply({"params": template["regressor"]}, pooled)
+
+  small = jnp.zeros((1, 50, 70, 3))  # field of view 58: too small even for one window
+  with pytest.raises(InputSizeError, match="50x70.*62x62"):
+    jax.eval_shape(lambda v: dense_grid.dense_grid(model.overfeat, v, small, image_hw=jnp.asarray([[50, 70]]),
+                                                   original_hw=jnp.asarray([[50, 70]]), regressor=head),
+                   {"params": template["overfeat"]})

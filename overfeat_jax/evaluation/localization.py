@@ -33,13 +33,14 @@ from overfeat_jax.data import buckets, pipeline
 from overfeat_jax.data.registry import get_dataset_spec
 from overfeat_jax.errors import DataError, InputSizeError
 from overfeat_jax.evaluation import localization_pictures, localize, outputs
+from overfeat_jax.tasks import classification
 from overfeat_jax.tasks import localization as task
 
 ROW_CENTRE = "centre crop"
 ROW_SINGLE = "1 scale"
 ROW_MULTI = "N scales"
 ROWS = (ROW_CENTRE, ROW_SINGLE, ROW_MULTI)
-# Counts per row, in this order.
+# Counts per row, in the order of `localize.row_counts`.
 COUNTS = ("loc_top1", "loc_top5", "cls_top1", "cls_top5")
 
 
@@ -84,7 +85,7 @@ def _row_counts(model: task.LocalizationModel, config: ml_collections.ConfigDict
 def check_eval_sizes(model: task.LocalizationModel, config: ml_collections.ConfigDict) -> None:
   """ConfigError / InputSizeError before compiling anything when a size cannot work (as
   classification evaluation: the crop is the training size, every used scale fits the fine grid)."""
-  task.classification.check_input_size(model.overfeat, config)
+  classification.check_input_size(model.overfeat, config)
   need = model.overfeat.arch.fine_min_size
   for index in sorted(set(config.eval.multi_scales) | {config.eval.single_scale}):
     h, w = config.eval.scales[index]

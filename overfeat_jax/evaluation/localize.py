@@ -106,6 +106,7 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
     padded to a static count); a class without any box (impossible while a scale keeps it) is not a
     guess.
   """
+  scales = [jax.tree.map(jnp.asarray, s) for s in scales]
   num_classes = scales[0].probs.shape[-1]
   chosen = []  # [S] of bool [K]
   for s in scales:
@@ -175,9 +176,10 @@ def correct_guesses(guesses: Guesses, true_boxes: jax.Array, true_labels: jax.Ar
 
 def row_counts(guesses: Guesses, true_boxes: jax.Array, true_labels: jax.Array, true_valid: jax.Array,
                labels: jax.Array, valid: jax.Array) -> jax.Array:
-  """int32 [4] (COUNTS): images right within the top-1 / top-5 guesses, localization then class.
+  """int32 [4]: how many images have a correct guess (`correct_guesses`) first, and among the
+  first five; then how many have the right class (labels) first, and among the first five.
 
-  labels: int [B] the image's class; valid: bool [B] (False for padding examples).
+  labels: int [B] the image's class; valid: bool [B] (False for padding examples, not counted).
   """
   located = correct_guesses(guesses, true_boxes, true_labels, true_valid)  # [B, G]
   named = (guesses.classes == labels[:, None]) & guesses.valid
