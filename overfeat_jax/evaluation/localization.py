@@ -107,9 +107,10 @@ def row_titles(config: ml_collections.ConfigDict) -> dict[str, str]:
           ROW_MULTI: f"{len(config.eval.multi_scales)} scales ({multi}), fine stride"}
 
 
-def format_table(rows: dict[str, dict[str, Any]], regressor: str) -> str:
-  """The localization table: per row, top-1 / top-5 localization error and classification error %."""
-  head = f"Localization, {regressor.upper()} regressor"
+def format_table(rows: dict[str, dict[str, Any]], regressor: str, threshold: float) -> str:
+  """The localization table: per row, top-1 / top-5 localization error and classification error %;
+  the head names the regressor (SCR / PCR) and the merge threshold."""
+  head = f"Localization, {regressor.upper()} regressor, merge threshold {threshold:g}"
   width = max([len(head)] + [len(r["title"]) for r in rows.values()])
   lines = [f"{head:<{width}} | top-1 loc err % | top-5 loc err % | top-1 cls err % | top-5 cls err %",
            f"{'-' * width}-+-----------------+-----------------+-----------------+----------------"]
@@ -181,7 +182,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   if verbose:  # before writing: a failed write must not lose the result
     print(f"checkpoint step {step} of {checkpoint_io.checkpoint_dir(workdir)}, {total} examples of "
           f"{config.dataset.name} ({config.dataset.eval_split}):", flush=True)
-    print(format_table(rows, config.localization.regressor), flush=True)
+    print(format_table(rows, config.localization.regressor, float(config.eval.merge_threshold)),
+          flush=True)
   if jax.process_index() == 0:
     outputs.write_metrics(workdir, result)
     if config.eval.pictures:
