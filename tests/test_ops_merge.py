@@ -1,4 +1,5 @@
-"""OverFeat's greedy box merge (SPEC A5 (d)) vs a plain Python loop, hand-computed cases and edges."""
+"""OverFeat's greedy box merge (SPEC A5 (d)): hand-computed cases, a plain Python loop over all
+pairs as the reference, the partner lists' invariant checked by brute force, and edge cases."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overfeat_jax.ops import best_box, greedy_merge
+from overfeat_jax.ops import best_box, greedy_merge, merge
 
 F32 = np.float32
 
 
 def loop_match_score(a: np.ndarray, b: np.ndarray) -> np.float32:
-  """The paper's match score of two float32 boxes, scalar by scalar in float32 (the op's order)."""
+  """The paper's match score of two float32 boxes, scalar by scalar in float32, in the op's order of
+  operations. (Compiled, the op fuses dx * dx + dy * dy into one multiply-add, which can change the
+  last bit; on the integer grid both are exact. The merges below agree bit for bit all the same.)"""
   dx = (a[0] + a[2]) * F32(0.5) - (b[0] + b[2]) * F32(0.5)
   dy = (a[1] + a[3]) * F32(0.5) - (b[1] + b[3]) * F32(0.5)
   w = max(min(a[2], b[2]) - max(a[0], b[0]), F32(0))
@@ -104,16 +107,17 @@ def test_hand_case_second_merge_and_threshold_is_inclusive():
 
 
 def test_ties_merge_the_lowest_index_pair_first():
-  # Three boxes side by side: (0,1) = (1,2) = 10, (0,2) = 20. (0,1) first -> [5, 0, 15, 10],
-  # then (0,2) = 15 > 12 stops. The other order would have made [15, 0, 25, 10].
-  boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10]], F32)
-  scores = np.array([1.0, 2.0, 4.0], F32)
-  merged, conf, valid = greedy_merge(boxes, scores, np.ones(3, bool), 12.0)
+  # Three boxes side by side (and a padding row): (0,1) = (1,2) = 10, (0,2) = 20. (0,1) first ->
+  # [5, 0, 15, 10], then (0,2) = 15 > 12 stops. The other order would have made [15, 0, 25, 10].
+  boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [0, 0, 0, 0]], F32)
+  scores = np.array([1.0, 2.0, 4.0, 0.0], F32)
+  three = np.arange(4) < 3
+  merged, conf, valid = greedy_merge(boxes, scores, three, 12.0)
   np.testing.assert_array_equal(merged[:2], [[20, 0, 30, 10], [5, 0, 15, 10]])
-  np.testing.assert_array_equal(conf, [4.0, 3.0, 0])
-  np.testing.assert_array_equal(valid, [True, True, False])
+  np.testing.assert_array_equal(conf, [4.0, 3.0, 0, 0])
+  np.testing.assert_array_equal(valid, [True, True, False, False])
   # Equal confidences: the box holding the lower input index comes first.
-  merged, conf, _ = greedy_merge(boxes, np.ones(3, F32), np.ones(3, bool), 0.0)
+  merged, conf, _ = greedy_merge(boxes, np.ones(4, F32), three, 0.0)
   np.testing.assert_array_equal(merged, boxes)
 
 
@@ -130,13 +134,14 @@ def test_a_merged_box_tying_an_older_partner_wins_by_its_lower_index():
 
 
 def test_padding_rows_take_no_part():
-  boxes = np.concatenate([HAND_BOXES, np.full((3, 4), np.nan, F32)])  # garbage in the padding
-  scores = np.concatenate([HAND_SCORES, np.full(3, 100.0, F32)])
-  valid = np.arange(7) < 4
-  merged, conf, merged_valid = greedy_merge(boxes, scores, valid, 30.0)
-  np.testing.assert_array_equal(merged_valid, np.arange(7) < 3)
-  np.testing.assert_array_equal(conf, [1.0, 0.75, 0.125, 0, 0, 0, 0])
-  assert np.all(np.isfinite(np.asarray(merged)))
+  # The hand case without box 3, whose row holds garbage (NaN) and a high score: at t = 30, (0,1)
+  # merge as before (confidence 0.75), box 2 stays.
+  boxes = np.concatenate([HAND_BOXES[:3], np.full((1, 4), np.nan, F32)])
+  scores = np.concatenate([HAND_SCORES[:3], [100.0]]).astype(F32)
+  merged, conf, merged_valid = greedy_merge(boxes, scores, np.arange(4) < 3, 30.0)
+  np.testing.assert_array_equal(merged_valid, [True, True, False, False])
+  np.testing.assert_array_equal(merged, [[5, 0, 15, 10], [2, 0, 12, 10], [0, 0, 0, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(conf, [0.75, 0.125, 0, 0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,21 +178,97 @@ def test_matches_loop_on_random_boxes(seed, grid):
   assert counts == sorted(counts, reverse=True) and 1 < counts[2] < counts[0]  # 60 merges some
 
 
+@pytest.mark.parametrize("candidates", [1, 4])
+def test_any_number_of_candidates_gives_the_same_merges(candidates):
+  # The per-box partner lists only change the speed: with 1 slot rows go stale (and are recomputed)
+  # often; with 4 offers rarely evict.
+  rng = np.random.default_rng(candidates)
+  boxes = clustered_boxes(rng, 40, grid=False)
+  scores = rng.uniform(size=40).astype(F32)
+  valid = rng.uniform(size=40) < 0.9
+  for t in (20.0, 60.0, math.inf):
+    expected = greedy_merge(boxes, scores, valid, t)
+    for got, want in zip(greedy_merge(boxes, scores, valid, t, candidates=candidates), expected):
+      np.testing.assert_array_equal(got, want)
+    assert_matches_loop(boxes, scores, valid, t)
+
+
+# Compiled, as inside greedy_merge: XLA:CPU turns dx * dx + dy * dy into a fused multiply-add, so
+# eager (op by op) scores can differ from the loop's in the last place.
+jit_scores = jax.jit(merge._match_scores)
+
+
+def check_partner_lists(boxes, alive, table) -> None:
+  """The invariant of merge._Table, by brute force: every listed partner is live, with its current
+  score, below the row's bound; every live partner below the bound is listed; the row summaries are
+  right (pairs ordered by (score, partner index)).
+
+  (Each pair sits in two rows, so a broken list often still gives the right merges: this checks
+  the lists themselves.)"""
+  boxes, alive = np.asarray(boxes), np.asarray(alive)
+  val, ids = np.asarray(table.val), np.asarray(table.ids)
+  bound, bound_id = np.asarray(table.bound), np.asarray(table.bound_id)
+  for r in range(len(boxes)):
+    if not alive[r]:
+      assert table.row_min[r] == np.inf
+      continue
+    scores = np.asarray(jit_scores(boxes[r], boxes))
+    listed = {int(p): v for p, v in zip(ids[:, r], val[:, r]) if p != merge._EMPTY}
+    assert np.all(val[:, r][ids[:, r] == merge._EMPTY] == np.inf)
+    for p, v in listed.items():
+      assert alive[p] and p != r and v == scores[p], (r, p)
+      assert (v, p) < (bound[r], bound_id[r]), (r, p)
+    for p in np.flatnonzero(alive):
+      if p != r and (scores[p], p) < (bound[r], bound_id[r]):
+        assert p in listed, (r, p)
+    if listed:
+      best = min((v, p) for p, v in listed.items())
+      assert (table.row_min[r], table.row_arg[r], table.stale[r]) == (best[0], best[1], False)
+    else:
+      assert (table.row_min[r], table.stale[r]) == (bound[r], True)
+
+
+@pytest.mark.parametrize("candidates", [1, 2])
+@pytest.mark.parametrize("lattice", [False, True])
+def test_partner_lists_stay_complete(candidates, lattice):
+  if lattice:  # 10 x 10 boxes on a 10 px lattice: many equal scores, the partner index decides
+    xy = np.random.default_rng(2).integers(0, 5, (40, 2)) * 10
+    boxes = np.concatenate([xy, xy + 10], 1).astype(F32)
+  else:
+    boxes = clustered_boxes(np.random.default_rng(candidates), 40, grid=False)
+  n = len(boxes)
+  boxes, conf, alive = jnp.asarray(boxes), jnp.ones(n, F32), jnp.asarray(np.arange(n) < n - 2)
+  m, threshold = candidates, jnp.float32(np.inf)
+  init = jax.jit(merge._init_table, static_argnums=2)
+  step = jax.jit(merge._merge_step, static_argnums=5)
+  settle = jax.jit(merge._settle, static_argnums=5)
+  table = init(boxes, alive, m)
+  check_partner_lists(boxes, alive, table)
+  table, k = settle(boxes, alive, table, merge._front(table.row_min), threshold, m)
+  for _ in range(n - 3):  # n - 2 live boxes: n - 3 merges
+    assert not table.stale[k]
+    boxes, conf, alive, table, k = step(boxes, conf, alive, table, k, m)
+    check_partner_lists(boxes, alive, table)
+    table, k = settle(boxes, alive, table, k, threshold, m)
+    check_partner_lists(boxes, alive, table)
+  assert int(alive.sum()) == 1 and table.row_min[k] == np.inf
+
+
 def test_matches_loop_with_many_ties():
   # Boxes on a coarse lattice: many pairs share a score.
   rng = np.random.default_rng(7)
-  xy = rng.integers(0, 6, (30, 2)) * 10
+  xy = rng.integers(0, 6, (40, 2)) * 10
   boxes = np.concatenate([xy, xy + 10], 1).astype(F32)
-  scores = np.ones(30, F32)
+  scores = np.ones(40, F32)
   for t in (10.0, 15.0, 100.0):
-    assert_matches_loop(boxes, scores, np.ones(30, bool), t)
+    assert_matches_loop(boxes, scores, np.ones(40, bool), t)
 
 
 def test_under_jit_and_vmap_with_a_traced_threshold():
   rng = np.random.default_rng(3)
-  boxes = np.stack([clustered_boxes(rng, 24, grid=True) for _ in range(3)])  # [3, 24, 4]
-  scores = rng.uniform(size=(3, 24)).astype(F32)
-  valid = rng.uniform(size=(3, 24)) < 0.8
+  boxes = np.stack([clustered_boxes(rng, 40, grid=True) for _ in range(3)])  # [3, 40, 4]
+  scores = rng.uniform(size=(3, 40)).astype(F32)
+  valid = rng.uniform(size=(3, 40)) < 0.8
   thresholds = np.array([5.0, 20.0, 1e9], F32)  # exact in float32: no rounding question
   batched = jax.jit(jax.vmap(greedy_merge))(boxes, scores, valid, thresholds)
   for c in range(3):
@@ -201,7 +282,7 @@ def test_under_jit_and_vmap_with_a_traced_threshold():
 # Edges and the localization answer
 
 
-@pytest.mark.parametrize("n, n_valid", [(0, 0), (5, 0), (5, 1)])
+@pytest.mark.parametrize("n, n_valid", [(0, 0), (4, 0), (4, 1)])
 def test_fewer_than_two_boxes(n, n_valid):
   boxes = np.arange(4 * n, dtype=F32).reshape(n, 4) * 2
   scores = np.arange(1, n + 1, dtype=F32)
@@ -229,14 +310,14 @@ def test_best_box():
 
 
 def test_threshold_compared_as_a_double():
-  # Two 1 x 1 boxes 0.3 apart in x (overlap 0.7 x 1): a score that is no round number in float32.
-  # At exactly that score they merge; at the double just below it they do not.
-  boxes = np.array([[0, 0, 1, 1], [0.3, 0, 1.3, 1]], F32)
+  # Two 1 x 1 boxes 0.3 apart in x (overlap 0.7 x 1; two padding rows): a score that is no round
+  # number in float32. At exactly that score they merge; at the double just below it they do not.
+  boxes = np.array([[0, 0, 1, 1], [0.3, 0, 1.3, 1], [0, 0, 0, 0], [0, 0, 0, 0]], F32)
   score = float(loop_match_score(boxes[0], boxes[1]))
-  ones = np.ones(2, F32)
-  assert int(np.sum(greedy_merge(boxes, ones, np.ones(2, bool), score)[2])) == 1
+  ones, two = np.ones(4, F32), np.arange(4) < 2
+  assert int(np.sum(greedy_merge(boxes, ones, two, score)[2])) == 1
   below = np.nextafter(score, -np.inf)  # a double between two float32 values
-  assert int(np.sum(greedy_merge(boxes, ones, np.ones(2, bool), below)[2])) == 2
+  assert int(np.sum(greedy_merge(boxes, ones, two, below)[2])) == 2
 
 
 def test_bad_input():
@@ -247,3 +328,5 @@ def test_bad_input():
     greedy_merge(HAND_BOXES[:3, :2], HAND_SCORES[:3], ones, 1.0)
   with pytest.raises(ValueError, match="scores"):
     greedy_merge(HAND_BOXES[:3], HAND_SCORES, ones, 1.0)
+  with pytest.raises(ValueError, match="candidates"):
+    greedy_merge(HAND_BOXES[:3], HAND_SCORES[:3], ones, 1.0, candidates=0)
