@@ -108,6 +108,36 @@ def base_config() -> ml_collections.ConfigDict:
   # Pictures of the first N images of the eval split, as PNGs in <workdir>/eval/pictures/ (0 = none;
   # evaluate.py --pictures N sets it). Drawn in a separate pass after the metrics are written.
   c.eval.pictures = 0
+  # Localization (SPEC A5 (a)-(d)): at each scale the boxes of this many classes (the top ones by the
+  # scale's spatial max) are merged; at least 5 for the top-5 (class, box) guesses.
+  c.eval.merge_top_k = 5
+  # The greedy merge stops when the lowest match_score of any pair of boxes exceeds this (SPEC A5
+  # (d): centre distance in original-image pixels + intersection area in pixels^2, the paper's sum;
+  # the paper gives no value). Boxes of one object overlap by about its area, so only a threshold
+  # above the objects' areas merges them, and then the far, little-overlapping boxes merge first;
+  # inf merges all boxes of a class into one. 0 merges nothing (distinct boxes score > 0): each class
+  # answers with its best-scoring window's box. On the embedded data 0 did best: 3-scale top-1
+  # localization error 35% at 0, 61% at inf, 73% at 1,000 (README, "Localization").
+  c.eval.merge_threshold = 0.0
+
+  # Localization (config.task = "localization", SPEC A5): a box regressor trained on the frozen
+  # feature extractor of a classification run.
+  c.localization = ml_collections.ConfigDict()
+  # The classification run (its --workdir) whose newest checkpoint gives the frozen feature extractor
+  # and classifier; its model must be config.model (the architecture keys) and config.dataset's
+  # classes. Required for the localization task; a relative path is relative to the working directory.
+  c.localization.classifier_workdir = ""
+  # "scr": one regressor for all classes (4 outputs); "pcr": one per class (4 x K outputs, the
+  # true class's trained, the predicted class's used at test). The paper found SCR better.
+  c.localization.regressor = "scr"
+  # Training scales: each image's short side at each scale (the whole image, aspect kept; its
+  # long side as input.max_size / input.min_size allows). The batches come at input.min_size
+  # (data/detection.py) and are resized on device by scale / input.min_size; every step trains on
+  # every scale's fine grid (SPEC A5: "at several scales"). Each must be >= the fine grid's
+  # smallest input (the field of view + (last pool - 1) x its stride).
+  c.localization.train_scales = (64, 72, 80)
+  # A window learns a box when it holds at least this fraction of the box's area (SPEC A5: 0.5).
+  c.localization.min_coverage = 0.5
   return c
 
 
@@ -216,7 +246,7 @@ def _scales_ok(scales) -> bool:
   return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
 
 
-TASKS = ("classification",)  # overfeat_jax.tasks.TASKS holds one module per name.
+TASKS = ("classification", "localization")  # overfeat_jax.tasks.TASKS holds one module per name.
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task": _one_of(*TASKS),
@@ -266,6 +296,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.spatial_reduce": _one_of("max", "mean"),
     "eval.num_examples": (_non_negative, "expected >= 0 (0 = all)"),
     "eval.pictures": (_non_negative, "expected >= 0 (0 = none)"),
+    "eval.merge_top_k": (_positive, "expected >= 1"),
+    "eval.merge_threshold": (_non_negative, "expected >= 0 (inf merges everything)"),
+    "localization.regressor": _one_of("scr", "pcr"),
+    "localization.train_scales": (
+        lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
+        "expected a non-empty list of positive integer short sides"),
+    "localization.min_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (paper: 0.5)"),
 }
 
 
@@ -334,6 +371,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   multi = tuple(config.eval.multi_scales)
   require(len(multi) > 0 and all(0 <= i < num_scales for i in multi), "eval.multi_scales",
           f"expected indices into eval.scales (0..{num_scales - 1})")
+  if config.task == "localization":
+    require(bool(config.localization.classifier_workdir), "localization.classifier_workdir",
+            "the localization task starts from a classification run: set it to that run's --workdir")
 
 
 def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

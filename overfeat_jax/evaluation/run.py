@@ -21,10 +21,11 @@ import ml_collections
 
 from overfeat_jax import metrics_writer, run_info, tasks
 from overfeat_jax.config import validate_config
-from overfeat_jax.evaluation import classification, outputs
+from overfeat_jax.evaluation import classification, localization, outputs
 
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification.evaluate,
+    "localization": localization.evaluate,
 }
 SCALARS: dict[str, Callable[[dict[str, Any]], dict[str, float]]] = {
     "classification": classification.scalars,
