@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from overfeat_jax import checkpoint_io
-from overfeat_jax.errors import CheckpointError, DataError, InputSizeError
+from overfeat_jax.errors import CheckpointError, ConfigError, DataError, InputSizeError
 from overfeat_jax.evaluation import dense, localize
 from overfeat_jax.evaluation import localization as evaluator
 from overfeat_jax.evaluation import run as evaluation
@@ -24,6 +24,7 @@ from overfeat_jax.training.state import TrainState
 
 from cli_helpers import assert_one_line_error, run_cli
 from localization_helpers import NoData, save_classifier, tiny_localization_config
+from test_config import load_config
 from test_ops_merge import loop_merge
 
 F32 = np.float32
@@ -184,6 +185,14 @@ def test_evaluate_writes_the_table_and_pictures(localization_run, capsys):
       assert round(row[key] * 4 / 100, 6).is_integer()  # whole images of the 4
     assert row["top5_loc_error"] <= row["top1_loc_error"] and row["top1_cls_error"] <= row["top1_loc_error"]
   assert os.path.getsize(os.path.join(workdir, "eval", "pictures", "00000.png")) > 0
+  # Logged like every evaluation: the summary line and eval/metrics.jsonl with the same numbers.
+  multi = saved["rows"][evaluator.ROW_MULTI]
+  assert f"top-1 localization error {multi['top1_loc_error']:.2f}%" in out and "done: checkpoint step 2" in out
+  with open(os.path.join(workdir, "eval", "metrics.jsonl")) as f:
+    logged = json.loads(f.readlines()[-1])
+  assert logged["step"] == 2
+  assert logged["eval/multi_scale/top1_loc_error"] == multi["top1_loc_error"]
+  assert logged["eval/centre_crop/top5_cls_error"] == saved["rows"][evaluator.ROW_CENTRE]["top5_cls_error"]
 
 
 def test_evaluate_refuses_a_scale_below_the_fine_grid(localization_run):
@@ -214,3 +223,11 @@ def test_train_cli_names_a_missing_classifier_in_one_line(tmp_path):
   proc = run_cli("train.py", tmp_path / "w", f"--config.localization.classifier_workdir={tmp_path / 'none'}",
                  config=config)
   assert_one_line_error(proc, "classifier_workdir", "no checkpoint")
+
+
+def test_periodic_evaluation_is_refused_with_one_line_for_localization():
+  """Only classification evaluates during training; asking for it elsewhere is a clear error."""
+  config = load_config("localization_quickstart")
+  config.train.eval_every = 10
+  with pytest.raises(ConfigError, match=r"periodic evaluation is not available for task 'localization'"):
+    evaluation.periodic_evaluation(config)

@@ -189,3 +189,25 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
     if config.eval.pictures:
       localization_pictures.write_pictures(config, workdir, model, params, verbose=verbose)
   return result
+
+
+# Logged names of the rows (metrics.jsonl / TensorBoard tags: no spaces).
+ROW_NAMES = {ROW_CENTRE: "centre_crop", ROW_SINGLE: "single_scale", ROW_MULTI: "multi_scale"}
+_METRICS = ("top1_loc_error", "top5_loc_error", "top1_cls_error", "top5_cls_error")
+
+
+def scalars(result: dict[str, Any]) -> dict[str, float]:
+  """The logged metrics of an `evaluate` result: {"eval/<row>/<metric>": percent}, the multi-scale
+  top-1 localization error first."""
+  values = {f"eval/{ROW_NAMES[ROW_MULTI]}/top1_loc_error": float(result["rows"][ROW_MULTI]["top1_loc_error"])}
+  for row in ROWS:
+    for metric in _METRICS:
+      values.setdefault(f"eval/{ROW_NAMES[row]}/{metric}", float(result["rows"][row][metric]))
+  return values
+
+
+def summary(result: dict[str, Any]) -> str:
+  """The headline in words: the multi-scale top-1 localization error, the regressor and the split."""
+  row = result["rows"][ROW_MULTI]
+  return (f"top-1 localization error {row['top1_loc_error']:.2f}% ({row['title']}, "
+          f"{result['regressor'].upper()}) on {result['num_examples']} examples of {result['split']}")

@@ -21,6 +21,7 @@ import ml_collections
 
 from overfeat_jax import metrics_writer, run_info, tasks
 from overfeat_jax.config import validate_config
+from overfeat_jax.errors import ConfigError
 from overfeat_jax.evaluation import classification, localization, outputs
 
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -29,9 +30,11 @@ EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 SCALARS: dict[str, Callable[[dict[str, Any]], dict[str, float]]] = {
     "classification": classification.scalars,
+    "localization": localization.scalars,
 }
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "classification": classification.summary,
+    "localization": localization.summary,
 }
 PERIODIC: dict[str, Callable[[ml_collections.ConfigDict], Callable[[Any, int], dict[str, float]]]] = {
     "classification": classification.periodic_evaluation,
@@ -84,4 +87,8 @@ def periodic_evaluation(config: ml_collections.ConfigDict) -> Callable[[Any, int
   if not config.train.eval_every:
     return None
   tasks.get_task(config)
+  if config.task not in PERIODIC:
+    raise ConfigError(f"config.train.eval_every={config.train.eval_every}, but periodic evaluation is not "
+                      f"available for task {config.task!r} (only {', '.join(PERIODIC)}): set it to 0 and "
+                      f"run evaluate.py after training")
   return PERIODIC[config.task](config)
