@@ -50,6 +50,7 @@ def get_config():
   config.train.max_steps = 150
   config.train.log_every = 25
   config.train.checkpoint_every = 150
+  config.train.eval_every = 0  # the classifier's learning curve; evaluate.py reports localization
   config.eval.merge_top_k = 5
   # SPEC A5's merge threshold (base_config's comment): measured best here at 0 (no pair merges).
   config.eval.merge_threshold = 0.0
