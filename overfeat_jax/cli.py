@@ -132,8 +132,15 @@ def report_user_errors(main: Callable[[], None]) -> None:
     fail(str(e))
 
 
-def run(main: Callable[[], None]) -> None:
-  """Runs `main()` under absl with one-line errors for every OverfeatError."""
+def run(main: Callable[[], None], usage: str | None = None) -> None:
+  """Runs `main()` under absl with one-line errors for every OverfeatError.
+
+  `usage`: what --help prints where the main module has no docstring of its own (absl prints
+  __main__'s; a console script's entry module has none).
+  """
+  main_module = sys.modules.get("__main__")
+  if usage and main_module is not None and not main_module.__doc__:
+    main_module.__doc__ = usage
 
   use_fast_cpu_convolutions()  # Before the first jax import (in `main`).
 

@@ -47,7 +47,7 @@ def main() -> None:
 def command() -> None:
   """The command line (`overfeat-train`, train.py): signals, flags, one-line user errors, `main`."""
   stop_signals.exit_on_signals(STOPPED_EARLY)  # again where already installed: harmless
-  cli.run(main)
+  cli.run(main, usage=__doc__)
 
 
 if __name__ == "__main__":
