@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from overfeat_jax.cpu_flags import CPU_CONV_FLAG, use_fast_cpu_convolutions
+from overfeat_jax.cpu_flags import CPU_CONV_FLAG, take_back, use_fast_cpu_convolutions
 from overfeat_jax.models.overfeat import Architecture, OverFeat, fc_names, layer_map_sizes
 from overfeat_jax.ops import pooling
 
@@ -203,8 +203,9 @@ def matmul_gflops(n: int, *, runs: int = 5, device: jax.Device | None = None) ->
 
 # jaxlib 0.10's XLA:CPU hands convolutions (and dots) to YNNPACK by default; the CLIs, the library's
 # notebook users and the tests move convolutions to XLA's Eigen path (overfeat_jax.cpu_flags; dots
-# stay on YNNPACK). By default the benchmarks run exactly what the CLIs run ('cli'); 'ynnpack' leaves
-# XLA_FLAGS as the user set them, to compare with jaxlib's own choice.
+# stay on YNNPACK). By default the benchmarks run exactly what the CLIs run ('cli'); 'ynnpack' puts
+# XLA_FLAGS back as the user set them (`import overfeat_jax` added the flag), to compare with jaxlib's
+# own choice.
 EIGEN_CONV_FLAG = CPU_CONV_FLAG
 CPU_CONV_CHOICES = ("cli", "ynnpack")
 
@@ -214,6 +215,8 @@ def request_cpu_conv(choice: str) -> None:
   defaults. Call before jax initialises a backend."""
   if choice == "cli":
     use_fast_cpu_convolutions()
+  else:
+    take_back()
 
 
 def add_machine_args(parser: argparse.ArgumentParser) -> None:

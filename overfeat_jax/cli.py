@@ -19,13 +19,15 @@ from typing import Callable, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from overfeat_jax import shipped_configs
 from overfeat_jax.config import base_config
 from overfeat_jax.cpu_flags import use_fast_cpu_convolutions
 from overfeat_jax.errors import OverfeatError
 
 USER_ERROR_EXIT = 2
 
-_CONFIG_HELP = "Experiment config file (configs/*.py); override keys with --config.a.b=value."
+_CONFIG_HELP = ("Experiment config: a file (configs/*.py) or a shipped config's name (quickstart, ...); "
+                "override keys with --config.a.b=value.")
 _WORKDIR_HELP = "Directory for checkpoints, metrics and eval outputs."
 
 CONFIG = config_flags.DEFINE_config_file("config", None, _CONFIG_HELP, lock_config=True)
@@ -67,6 +69,21 @@ def _unknown_override(argv: Sequence[str]) -> str | None:
   return None
 
 
+def with_shipped_config(argv: Sequence[str]) -> list[str]:
+  """`argv` with a --config value that names a shipped config (`--config quickstart`) as its path.
+
+  Paths, existing or not, pass unchanged (`shipped_configs.resolve`); so do the --config.a.b overrides.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg in ("--config", "-config") and i + 1 < len(out):
+      out[i + 1] = shipped_configs.resolve(out[i + 1])
+    elif arg.startswith(("--config=", "-config=")):
+      flag, value = arg.split("=", 1)
+      out[i] = f"{flag}={shipped_configs.resolve(value)}"
+  return out
+
+
 def parse_flags(argv: list[str], *, flag_values: flags.FlagValues | None = None,
                 config: flags.FlagHolder | None = None,
                 workdir: flags.FlagHolder | None = None) -> list[str]:
@@ -74,8 +91,9 @@ def parse_flags(argv: list[str], *, flag_values: flags.FlagValues | None = None,
 
   Parses `argv` (program name first) into the global flags (CONFIG, WORKDIR), or into `flag_values`
   holding `config` and `workdir` from `define_config_flags`. Returns the program name and the
-  positional arguments.
+  positional arguments. --config takes a path or a shipped config's name (`with_shipped_config`).
   """
+  argv = with_shipped_config(argv)
   flag_values = flags.FLAGS if flag_values is None else flag_values
   config = CONFIG if config is None else config
   workdir = WORKDIR if workdir is None else workdir
@@ -87,10 +105,11 @@ def parse_flags(argv: list[str], *, flag_values: flags.FlagValues | None = None,
       fail(f"unknown config key '{unknown}' (valid keys are listed in overfeat_jax/config.py)")
     fail(" ".join(str(e).split()))
   if config.value is None:
-    fail("--config is required, e.g. --config configs/quickstart.py")
+    fail("--config is required, e.g. --config configs/quickstart.py or --config quickstart")
   path = config_flags.get_config_filename(flag_values["config"])
   if not os.path.isfile(path):
-    fail(f"config file {path} does not exist (the configs are in configs/*.py)")
+    fail(f"config file {path} does not exist (shipped configs, by name: "
+         f"{', '.join(shipped_configs.names()) or 'none found'})")
   try:
     config.value.keys()  # config_flags defers a load error until first use.
   except Exception as e:  # The config file itself raised (syntax error, bad import, ...).
@@ -113,8 +132,15 @@ def report_user_errors(main: Callable[[], None]) -> None:
     fail(str(e))
 
 
-def run(main: Callable[[], None]) -> None:
-  """Runs `main()` under absl with one-line errors for every OverfeatError."""
+def run(main: Callable[[], None], usage: str | None = None) -> None:
+  """Runs `main()` under absl with one-line errors for every OverfeatError.
+
+  `usage`: what --help prints where the main module has no docstring of its own (absl prints
+  __main__'s; a console script's entry module has none).
+  """
+  main_module = sys.modules.get("__main__")
+  if usage and main_module is not None and not main_module.__doc__:
+    main_module.__doc__ = usage
 
   use_fast_cpu_convolutions()  # Before the first jax import (in `main`).
 

@@ -19,9 +19,11 @@ FORBIDDEN = {
     "evaluation": ("training",),
 }
 
-# Commands inside the package (`python -m ...`; train.py and evaluate.py live outside it): they may
-# import everything, and no module of the package may import them (DESIGN: "No module imports a CLI").
-CLI_MODULES = ("overfeat_jax.features", "overfeat_jax.convert_weights", "overfeat_jax.export")
+# Commands inside the package (`python -m ...`; the top-level train.py and evaluate.py wrap the first
+# two): they may import everything, and no module of the package may import them (DESIGN: "No module
+# imports a CLI").
+CLI_MODULES = ("overfeat_jax.train", "overfeat_jax.evaluate", "overfeat_jax.features",
+               "overfeat_jax.convert_weights", "overfeat_jax.export")
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
