@@ -14,7 +14,11 @@ Training, per batch of whole images (`data.detection`: resized so the short side
 padded into the bucket's canvas; boxes in those pixels), at each scale of config.detection.train_scales
 (the batch resized on device by scale / input.min_size, as localization):
   frozen features -> offset max-pooling -> classifier (K + 1 logits) and regressor at every offset,
-  interleaved: one window per fine-grid position (`models.dense_grid.offset_heads`);
+  interleaved: one window per fine-grid position (`models.dense_grid.offset_heads`); or, with
+  detection.train_fine_grid False, the last pool at offset 0 only: the coarse grid, whose windows
+  are a quarter as many (the fast model's 2 x 2 pool) at twice the stride. The heads' cost is
+  proportional to the windows, and on 2 CPU cores the fine grid made a step ~4x slower; the windows
+  a coarse grid sees are the same kind of windows, so it teaches the same thing;
   each window is labelled (`window_labels`):
     class c   when it lies mostly on the image and holds >= detection.min_coverage (0.5) of the area of
               a box of class c whose long side is >= detection.min_box_fraction of the window's side
@@ -48,6 +52,7 @@ from overfeat_jax.errors import CheckpointError, InputSizeError
 from overfeat_jax.models import dense_grid
 from overfeat_jax.models.heads import SINGLE_CLASS, BoxRegressor, build_regressor
 from overfeat_jax.models.overfeat import OverFeat, build_model, fc_names
+from overfeat_jax.ops import pooling
 from overfeat_jax.ops.edges import box_coverage, encode_edges
 from overfeat_jax.tasks import classification
 from overfeat_jax.tasks.base import Batch, LossFn, Task
@@ -232,6 +237,7 @@ def detection_loss_fn(model: DetectionModel, *, train_scales: tuple[int, ...], m
   selected windows, 'class_loss', 'box_loss'.
   """
   overfeat, regressor, arch = model.overfeat, model.regressor, model.overfeat.arch
+  fine = bool(det_cfg.train_fine_grid)
   rule = dict(background=model.background, min_coverage=float(det_cfg.min_coverage),
               min_box_fraction=float(det_cfg.min_box_fraction),
               max_background_coverage=float(det_cfg.max_background_coverage))
@@ -251,12 +257,16 @@ def detection_loss_fn(model: DetectionModel, *, train_scales: tuple[int, ...], m
         return logits, regressor.apply({"params": params[REGRESSOR]}, pooled)
 
       images, hw = scaled_batch(batch["image"], batch["size"], scale / min_size)
-      dense_grid.check_grid_size(overfeat, images.shape[1:3])
+      if fine:
+        dense_grid.check_grid_size(overfeat, images.shape[1:3])
       prepool = overfeat.apply(extractor, images, method="features")
-      logits, edges = dense_grid.offset_heads(prepool, arch.last_pool, heads)  # [B, H', W', K+1], [.., 4]
+      if fine:  # every pooling offset, interleaved: [B, H', W', K+1], [B, H', W', 4]
+        logits, edges = dense_grid.offset_heads(prepool, arch.last_pool, heads)
+      else:  # offset 0 only: a quarter of the windows (fast model), the network's own stride
+        logits, edges = heads(pooling.max_pool(prepool, arch.last_pool))
       valid, windows = dense_grid.window_geometry(
-          logits.shape[1:3], stride=arch.prepool_stride, fov=arch.train_size, image_hw=hw,
-          original_hw=batch["size"])
+          logits.shape[1:3], stride=arch.prepool_stride if fine else arch.coarse_stride,
+          fov=arch.train_size, image_hw=hw, original_hw=batch["size"])
       labels, targets = window_labels(windows, valid, batch["boxes"], batch["box_labels"],
                                       batch["box_valid"], **rule)
       labels, logits = labels.reshape(b, -1), logits.reshape(b, -1, logits.shape[-1])  # [B, N], [B, N, K+1]
