@@ -155,6 +155,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Train on the fine grid (every pooling offset, SPEC A4) or the coarse one (offset 0: a quarter of
   # the windows of the fast model, 1/9 of the accurate's; much faster). Evaluation is always fine.
   c.detection.train_fine_grid = True
+  # Fine-tune the feature extractor too (False: frozen, as localization's; no backward pass through
+  # the convolutions, a much faster step on CPU).
+  c.detection.train_extractor = False
   # Test scales (short sides, same meaning): the whole image at each, all merged (SPEC A6).
   c.detection.test_scales = (128,)
   # Window labels (tasks/detection.py window_labels): class c when the window holds >= min_coverage

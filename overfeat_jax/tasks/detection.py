@@ -39,6 +39,7 @@ padded into the bucket's canvas; boxes in those pixels), at each scale of config
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -106,9 +107,10 @@ def params_template(model: DetectionModel) -> Any:
           REGRESSOR: jax.eval_shape(lambda rng: init_regressor(model, rng), jax.random.key(0))}
 
 
-def trainable(params: Any) -> Any:
-  """`Task.trainable`: the classifier's FC layers and the regressor train; the extractor is frozen."""
-  return {OVERFEAT: {EXTRACTOR: jax.tree.map(lambda _: False, params[OVERFEAT][EXTRACTOR]),
+def trainable(params: Any, train_extractor: bool = False) -> Any:
+  """`Task.trainable`: the classifier's FC layers and the regressor train; the extractor is frozen
+  unless `train_extractor` (config.detection.train_extractor)."""
+  return {OVERFEAT: {EXTRACTOR: jax.tree.map(lambda _: train_extractor, params[OVERFEAT][EXTRACTOR]),
                      CLASSIFIER: jax.tree.map(lambda _: True, params[OVERFEAT][CLASSIFIER])},
           REGRESSOR: jax.tree.map(lambda _: True, params[REGRESSOR])}
 
@@ -237,13 +239,14 @@ def detection_loss_fn(model: DetectionModel, *, train_scales: tuple[int, ...], m
   selected windows, 'class_loss', 'box_loss'.
   """
   overfeat, regressor, arch = model.overfeat, model.regressor, model.overfeat.arch
-  fine = bool(det_cfg.train_fine_grid)
+  fine, train_extractor = bool(det_cfg.train_fine_grid), bool(det_cfg.train_extractor)
   rule = dict(background=model.background, min_coverage=float(det_cfg.min_coverage),
               min_box_fraction=float(det_cfg.min_box_fraction),
               max_background_coverage=float(det_cfg.max_background_coverage))
 
   def loss_fn(params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    extractor = {"params": {EXTRACTOR: jax.lax.stop_gradient(params[OVERFEAT][EXTRACTOR]),
+    features = params[OVERFEAT][EXTRACTOR]
+    extractor = {"params": {EXTRACTOR: features if train_extractor else jax.lax.stop_gradient(features),
                             CLASSIFIER: params[OVERFEAT][CLASSIFIER]}}
     b = batch["image"].shape[0]
     ce, correct, count, squared, positives, negatives = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
@@ -328,4 +331,5 @@ def training_task(config: ml_collections.ConfigDict) -> Task:
               make_loader=make_loader,
               steps_per_epoch=steps_per_epoch,
               signature=model_signature(config),
-              trainable=trainable)
+              trainable=functools.partial(trainable,
+                                          train_extractor=bool(config.detection.train_extractor)))
