@@ -57,7 +57,7 @@ def get_config():
   config.train.checkpoint_every = 300
   config.train.eval_every = 0  # evaluate.py after training
   config.train.eval_num_examples = 0
-  # The merge (ops/merge.py): 1 - IoU, pairs with IoU >= 0.5 merge (measured: README).
+  # The merge (ops/merge.py): 1 - IoU, pairs with IoU >= 0.7 merge (best measured: README).
   config.eval.merge_score = "overlap"
-  config.eval.merge_threshold = 0.5
+  config.eval.merge_threshold = 0.3
   return config

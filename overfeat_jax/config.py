@@ -175,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
   # most max_boxes_per_class (the most probable, all scales together) per class and image.
   c.detection.min_window_score = 0.1
   c.detection.max_boxes_per_class = 256
+  # A window's box enters only the merge of its most probable digit class (False: of every class it
+  # gives >= min_window_score; each such class then keeps a copy of the same box).
+  c.detection.top_class_only = False
   c.detection.max_detections = 100  # Merged boxes kept per image (the highest confidences; COCO's 100).
   return c
 
@@ -357,6 +360,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "detection.min_window_score": (lambda v: 0.0 <= v <= 1.0, "expected in [0, 1]"),
     "detection.max_boxes_per_class": (_positive, "expected >= 1"),
     "detection.max_detections": (_positive, "expected >= 1"),
+    "detection.top_class_only": (lambda v: isinstance(v, bool), "expected True or False"),
 }
 
 

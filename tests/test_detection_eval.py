@@ -34,11 +34,14 @@ def random_windows(rng, n: int, k: int):
   return probs, rng.random(n) < 0.8, boxes
 
 
-def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold, score, d):
+def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold, score, d,
+                         top_class_only=False):
   """Module docstring, one class and one box at a time: [(class, box, confidence)], best first."""
   found = []
   for c in range(probs.shape[1] - 1):
-    order = sorted(np.flatnonzero(valid & (probs[:, c] >= min_score)), key=lambda i: (-probs[i, c], i))
+    enters = [i for i in range(len(valid)) if valid[i] and probs[i, c] >= min_score
+              and (not top_class_only or int(np.argmax(probs[i, :-1])) == c)]
+    order = sorted(enters, key=lambda i: (-probs[i, c], i))
     order = order[:per_class]
     for box, conf, _ in loop_merge(boxes[order], probs[order, c], np.ones(len(order), bool), threshold,
                                    score):
@@ -47,15 +50,16 @@ def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold
   return found[:d]
 
 
-@pytest.mark.parametrize("score,threshold", [("overlap", 0.5), ("paper", 30.0)])
-def test_image_detections_against_reference(score, threshold):
+@pytest.mark.parametrize("score,threshold,top", [("overlap", 0.5, False), ("paper", 30.0, False),
+                                                ("overlap", 0.5, True)])
+def test_image_detections_against_reference(score, threshold, top):
   rng = np.random.default_rng(3)
   probs, valid, boxes = random_windows(rng, 60, 4)
   got = jax.tree.map(np.asarray, evaluator.image_detections(
       jnp.asarray(probs), jnp.asarray(valid), jnp.asarray(boxes), background=4, min_window_score=0.15,
-      max_boxes_per_class=12, threshold=threshold, score=score, max_detections=10))
+      max_boxes_per_class=12, threshold=threshold, score=score, max_detections=10, top_class_only=top))
   want = reference_detections(probs, valid, boxes, min_score=0.15, per_class=12, threshold=threshold,
-                              score=score, d=10)
+                              score=score, d=10, top_class_only=top)
   assert got["valid"].sum() == len(want) and len(want) >= 6
   np.testing.assert_allclose(got["scores"][:len(want)], [w[2] for w in want], rtol=1e-6)
   np.testing.assert_array_equal(got["classes"][:len(want)], [w[0] for w in want])

@@ -6,8 +6,9 @@ padded into their bucket's canvas), one jitted function:
     scale / input.min_size; the fine grid (`models.dense_grid`, every pooling offset) with the
     K + 1 class logits and the regressor's box at every position; softmax;
   per image and digit class c (never the background), all scales together: the windows whose
-    probability of c is >= detection.min_window_score (at most detection.max_boxes_per_class, the
-    most probable), each with its regressed box and that probability as its score;
+    probability of c is >= detection.min_window_score (with detection.top_class_only, only where c
+    is the window's most probable digit) (at most detection.max_boxes_per_class, the most
+    probable), each with its regressed box and that probability as its score;
   `ops.merge.greedy_merge` of those boxes with eval.merge_score and eval.merge_threshold: every
     merged box, with the summed scores of the windows that went into it, is a detection;
   the detection.max_detections detections of highest confidence per image.
@@ -62,12 +63,13 @@ def scale_outputs(model: task.DetectionModel, params: Any, images: jax.Array, im
 
 def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, background: int,
                      min_window_score: float, max_boxes_per_class: int, threshold: float, score: str,
-                     max_detections: int) -> dict[str, jax.Array]:
+                     max_detections: int, top_class_only: bool = False) -> dict[str, jax.Array]:
   """One image's detections from its windows of every scale (module docstring).
 
   Args:
     probs: [N, K + 1] softmax (class `background` = K); valid: bool [N]; boxes: [N, 4].
     min_window_score, max_boxes_per_class: which windows enter a class's merge.
+    top_class_only: a window enters only the merge of its most probable digit class.
     threshold, score: the greedy merge's (`ops.merge.greedy_merge`).
     max_detections: D.
   Returns:
@@ -76,10 +78,12 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
   """
   n = probs.shape[0]
   per_class = min(max_boxes_per_class, n)
+  best = jnp.argmax(probs[:, :background], axis=-1)  # [N] each window's most probable digit
 
   def one_class(c: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     p = probs[:, c]
-    keyed = jnp.where(valid & (p >= min_window_score), p, -jnp.inf)
+    enters = valid & (p >= min_window_score) & ((best == c) | (not top_class_only))
+    keyed = jnp.where(enters, p, -jnp.inf)
     top, index = jax.lax.top_k(keyed, per_class)  # the most probable windows first
     return greedy_merge(boxes[index], p[index], jnp.isfinite(top), threshold, score=score)
 
@@ -108,7 +112,8 @@ def predict(model: task.DetectionModel, config: ml_collections.ConfigDict, param
   per_image = functools.partial(
       image_detections, background=model.background, min_window_score=float(det.min_window_score),
       max_boxes_per_class=int(det.max_boxes_per_class), threshold=float(ev.merge_threshold),
-      score=ev.merge_score, max_detections=int(det.max_detections))
+      score=ev.merge_score, max_detections=int(det.max_detections),
+      top_class_only=bool(det.top_class_only))
   return jax.vmap(per_image)(probs, valid, boxes)
 
 
