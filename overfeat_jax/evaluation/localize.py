@@ -108,6 +108,7 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
     padded to a static count); a class without any box (impossible while a scale keeps it) is not a
     guess.
   """
+  match_score = score  # the name `score` is reused below for the classes' scale scores
   scales = [jax.tree.map(jnp.asarray, s) for s in scales]
   num_classes = scales[0].probs.shape[-1]
   chosen = []  # [S] of bool [K]
@@ -129,7 +130,7 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
       valid.append(s.valid & keep[c])
     merged, confidence, merged_valid = greedy_merge(
         jnp.concatenate(boxes), jnp.concatenate(scores), jnp.concatenate(valid), threshold,
-        score=score)
+        score=match_score)
     return best_box(merged, confidence, merged_valid)
 
   boxes, confidence = jax.vmap(one_class)(classes)  # [C, 4], [C] (-inf: no box)
