@@ -119,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
   # answers with its best-scoring window's box. On the embedded data 0 did best: 3-scale top-1
   # localization error 35% at 0, 61% at inf, 73% at 1,000 (README, "Localization").
   c.eval.merge_threshold = 0.0
+  # The greedy merge's match_score (ops/merge.py): "paper" = SPEC A5's literal centre distance +
+  # intersection area (threshold in px + px^2); "overlap" = 1 - IoU, so the boxes of one object merge
+  # first and a threshold t merges pairs with IoU >= 1 - t (detection: README, "Detection (OverFeat)").
+  c.eval.merge_score = "paper"
 
   # Localization (config.task = "localization", SPEC A5): a box regressor trained on the frozen
   # feature extractor of a classification run.
@@ -138,6 +142,43 @@ def base_config() -> ml_collections.ConfigDict:
   c.localization.train_scales = (64, 72, 80)
   # A window learns a box when it holds at least this fraction of the box's area (SPEC A5: 0.5).
   c.localization.min_coverage = 0.5
+
+  # Detection (config.task = "detection", SPEC A6; overfeat_jax/tasks/detection.py): the classifier
+  # with a background class (K + 1 outputs) and an SCR box regressor, trained on whole images.
+  c.detection = ml_collections.ConfigDict()
+  # The classification run whose newest checkpoint gives the (frozen) feature extractor and the
+  # starting classifier layers; its model must be config.model and config.dataset's K classes.
+  c.detection.classifier_workdir = ""
+  # Training scales: each image's short side (as localization.train_scales); every step trains on
+  # every scale's fine grid. Each must be >= the fine grid's smallest input.
+  c.detection.train_scales = (128,)
+  # Train on the fine grid (every pooling offset, SPEC A4) or the coarse one (offset 0: a quarter of
+  # the windows of the fast model, 1/9 of the accurate's; much faster). Evaluation is always fine.
+  c.detection.train_fine_grid = True
+  # Fine-tune the feature extractor too (False: frozen, as localization's; no backward pass through
+  # the convolutions, a much faster step on CPU).
+  c.detection.train_extractor = False
+  # Test scales (short sides, same meaning): the whole image at each, all merged (SPEC A6).
+  c.detection.test_scales = (128,)
+  # Window labels (tasks/detection.py window_labels): class c when the window holds >= min_coverage
+  # of a box of class c whose long side is >= min_box_fraction x the window side; background when
+  # it holds < max_background_coverage of every box; ignored otherwise.
+  c.detection.min_coverage = 0.5
+  c.detection.min_box_fraction = 0.3
+  c.detection.max_background_coverage = 0.2
+  # Negatives per image and training scale, chosen in the step: the most offending background
+  # windows (highest non-background probability), then random other background windows.
+  c.detection.hard_negatives = 16
+  c.detection.random_negatives = 16
+  c.detection.box_loss_weight = 1.0  # Weight of the regressor's L2 loss beside the cross-entropy.
+  # Test: a window's box enters class c's merge when its probability of c is >= this; of those, at
+  # most max_boxes_per_class (the most probable, all scales together) per class and image.
+  c.detection.min_window_score = 0.1
+  c.detection.max_boxes_per_class = 256
+  # A window's box enters only the merge of its most probable digit class (False: of every class it
+  # gives >= min_window_score; each such class then keeps a copy of the same box).
+  c.detection.top_class_only = False
+  c.detection.max_detections = 100  # Merged boxes kept per image (the highest confidences; COCO's 100).
   return c
 
 
@@ -246,7 +287,7 @@ def _scales_ok(scales) -> bool:
   return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
 
 
-TASKS = ("classification", "localization")  # overfeat_jax.tasks.TASKS holds one module per name.
+TASKS = ("classification", "localization", "detection")  # overfeat_jax.tasks.TASKS holds one module per name.
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task": _one_of(*TASKS),
@@ -303,6 +344,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
         "expected a non-empty list of positive integer short sides"),
     "localization.min_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (paper: 0.5)"),
+    "eval.merge_score": _one_of("paper", "overlap"),
+    "detection.train_scales": (
+        lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
+        "expected a non-empty list of positive integer short sides"),
+    "detection.test_scales": (
+        lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
+        "expected a non-empty list of positive integer short sides"),
+    "detection.min_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (paper: 0.5)"),
+    "detection.min_box_fraction": (_non_negative, "expected >= 0"),
+    "detection.max_background_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "detection.hard_negatives": (_non_negative, "expected >= 0"),
+    "detection.random_negatives": (_non_negative, "expected >= 0"),
+    "detection.box_loss_weight": (_non_negative, "expected >= 0"),
+    "detection.min_window_score": (lambda v: 0.0 <= v <= 1.0, "expected in [0, 1]"),
+    "detection.max_boxes_per_class": (_positive, "expected >= 1"),
+    "detection.max_detections": (_positive, "expected >= 1"),
+    "detection.top_class_only": (lambda v: isinstance(v, bool), "expected True or False"),
 }
 
 
@@ -374,6 +432,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.task == "localization":
     require(bool(config.localization.classifier_workdir), "localization.classifier_workdir",
             "the localization task starts from a classification run: set it to that run's --workdir")
+  if config.task == "detection":
+    require(bool(config.detection.classifier_workdir), "detection.classifier_workdir",
+            "the detection task starts from a classification run: set it to that run's --workdir")
+    require(config.detection.max_background_coverage <= config.detection.min_coverage,
+            "detection.max_background_coverage",
+            f"must be <= detection.min_coverage={config.detection.min_coverage}")
 
 
 def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

@@ -26,18 +26,31 @@ def loop_match_score(a: np.ndarray, b: np.ndarray) -> np.float32:
   return np.sqrt(dx * dx + dy * dy) + w * h
 
 
+def loop_overlap_score(a: np.ndarray, b: np.ndarray) -> np.float32:
+  """The "overlap" match score, 1 - IoU, scalar by scalar in float32 (0 overlap for an empty union)."""
+  w = max(min(a[2], b[2]) - max(a[0], b[0]), F32(0))
+  h = max(min(a[3], b[3]) - max(a[1], b[1]), F32(0))
+  inter = w * h
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return F32(1) - (inter / union if union > 0 else F32(0))
+
+
+LOOP_SCORES = {"paper": loop_match_score, "overlap": loop_overlap_score}
+
+
 def loop_merge(boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray,
-               threshold: float) -> list[tuple[np.ndarray, np.float32, int]]:
+               threshold: float, score: str = "paper") -> list[tuple[np.ndarray, np.float32, int]]:
   """SPEC A5 (d) as written: every step scans all pairs for the lowest score (strict <, so the
   lowest (i, j) wins ties), stops when it is > threshold, else merges into the lower slot.
   Returns the survivors as (box, confidence, slot), by confidence descending, then slot."""
+  score_name = score
   live = {i: (boxes[i].astype(F32), F32(scores[i])) for i in range(len(boxes)) if valid[i]}
   while len(live) > 1:
     best = None
     slots = sorted(live)
     for x, i in enumerate(slots):
       for j in slots[x + 1:]:
-        score = loop_match_score(live[i][0], live[j][0])
+        score = LOOP_SCORES[score_name](live[i][0], live[j][0])
         if best is None or score < best[0]:
           best = (score, i, j)
     score, i, j = best
@@ -49,10 +62,11 @@ def loop_merge(boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray,
                 key=lambda item: (-float(item[1]), item[2]))
 
 
-def assert_matches_loop(boxes, scores, valid, threshold) -> int:
+def assert_matches_loop(boxes, scores, valid, threshold, score: str = "paper") -> int:
   """greedy_merge equals loop_merge exactly (float32 bits); returns the number of survivors."""
-  expected = loop_merge(boxes, scores, valid, threshold)
-  merged, conf, merged_valid = map(np.asarray, greedy_merge(boxes, scores, valid, threshold))
+  expected = loop_merge(boxes, scores, valid, threshold, score)
+  merged, conf, merged_valid = map(np.asarray, greedy_merge(boxes, scores, valid, threshold,
+                                                            score=score))
   n, k = len(boxes), len(expected)
   np.testing.assert_array_equal(merged_valid, np.arange(n) < k)
   want_boxes = np.zeros((n, 4), F32)
@@ -176,6 +190,33 @@ def test_matches_loop_on_random_boxes(seed, grid):
   assert counts[0] == valid.sum()  # nothing merges
   assert counts[-1] == 1  # everything merges
   assert counts == sorted(counts, reverse=True) and 1 < counts[2] < counts[0]  # 60 merges some
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_overlap_score_matches_loop_on_random_boxes(seed):
+  # 1 - IoU: the most overlapping pair first; disjoint boxes (score 1) never merge below t = 1.
+  rng = np.random.default_rng(100 + seed)
+  n = 40
+  boxes = clustered_boxes(rng, n, grid=False)
+  scores = rng.uniform(size=n).astype(F32)
+  valid = rng.uniform(size=n) < 0.8
+  counts = [assert_matches_loop(boxes, scores, valid, t, "overlap") for t in (-1.0, 0.3, 0.6, 0.99, 1.0)]
+  assert counts[0] == valid.sum() and counts[-1] == 1
+  assert counts == sorted(counts, reverse=True) and 1 < counts[2] < counts[0]
+
+
+def test_overlap_score_hand_case():
+  # HAND_BOXES: IoU(0, 2) = 80 / 120, the only overlapping pair; (0, 1) merely touch, 3 is far.
+  # The paper's score merges (0, 1) first (score 10); "overlap" merges (0, 2) first (1 - 2/3).
+  merged, conf, valid = map(np.asarray, greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.5,
+                                                     score="overlap"))
+  np.testing.assert_array_equal(valid, [True, True, True, False])
+  np.testing.assert_array_equal(merged[:3], [HAND_BOXES[3], [1, 0, 11, 10], HAND_BOXES[1]])
+  np.testing.assert_array_equal(conf[:3], [1.0, 0.625, 0.25])
+  # At t = 0.3 (IoU >= 0.7 only) nothing merges.
+  assert np.asarray(greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.3, score="overlap")[2]).all()
+  with pytest.raises(ValueError, match="score must be one of"):
+    greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.5, score="iou")
 
 
 @pytest.mark.parametrize("candidates", [1, 4])

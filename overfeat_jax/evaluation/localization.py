@@ -55,7 +55,8 @@ def evaluate_rows(model: task.LocalizationModel, config: ml_collections.ConfigDi
                       bucket=bucket, indices=sorted(set(multi) | {single}))
   boxes = {index: localize.scale_boxes(grid) for index, grid in grids.items()}
   per_image = functools.partial(localize.merged_guesses, top_k=int(ev.merge_top_k),
-                                threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce)
+                                threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce,
+                                score=ev.merge_score)
 
   def merged(indices: list[int]) -> localize.Guesses:
     return localize.Guesses(*jax.vmap(per_image)([boxes[i] for i in indices]))

@@ -46,7 +46,8 @@ def _predictions(model: task.LocalizationModel, config: ml_collections.ConfigDic
   grids = localize.scale_grids(model, params, canvas, ev, image_hw=image_hw,
                                    original_hw=original_hw, bucket=bucket, indices=multi)
   per_image = functools.partial(localize.merged_guesses, top_k=int(ev.merge_top_k),
-                                threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce)
+                                threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce,
+                                score=ev.merge_score)
   guesses = localize.Guesses(*jax.vmap(per_image)(
       [localize.scale_boxes(grids[i]) for i in multi]))
   out = {"classes": guesses.classes, "boxes": guesses.boxes, "scores": guesses.scores,

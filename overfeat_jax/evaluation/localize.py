@@ -92,7 +92,8 @@ def top_classes(scores: jax.Array, k: int) -> jax.Array:
 
 
 def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, reduce: str = "max",
-                   num_guesses: int = MAX_GUESSES) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                   num_guesses: int = MAX_GUESSES, score: str = "paper"
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """SPEC A5's combination of one image's scales into ranked (class, box) guesses (module docstring).
 
   Args:
@@ -100,12 +101,14 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
     top_k: classes kept per scale (eval.merge_top_k); threshold: the greedy merge's.
     reduce: how a scale's positions give one score per class ('max', the paper's, or 'mean').
     num_guesses: G.
+    score: the merge's match_score, "paper" or "overlap" (`ops.merge`).
   Returns:
     (classes int32 [G], boxes float32 [G, 4], scores float32 [G] the merged confidence, valid bool
     [G]), best first. Candidate classes are the union of the scales' top-k (at most top_k * S,
     padded to a static count); a class without any box (impossible while a scale keeps it) is not a
     guess.
   """
+  match_score = score  # the name `score` is reused below for the classes' scale scores
   scales = [jax.tree.map(jnp.asarray, s) for s in scales]
   num_classes = scales[0].probs.shape[-1]
   chosen = []  # [S] of bool [K]
@@ -126,7 +129,8 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
       scores.append(s.probs[:, c])
       valid.append(s.valid & keep[c])
     merged, confidence, merged_valid = greedy_merge(
-        jnp.concatenate(boxes), jnp.concatenate(scores), jnp.concatenate(valid), threshold)
+        jnp.concatenate(boxes), jnp.concatenate(scores), jnp.concatenate(valid), threshold,
+        score=match_score)
     return best_box(merged, confidence, merged_valid)
 
   boxes, confidence = jax.vmap(one_class)(classes)  # [C, 4], [C] (-inf: no box)

@@ -9,12 +9,20 @@ that predicted it:
   box_merge(b1, b2) = (b1 + b2) / 2, coordinate by coordinate, unweighted.
 A merged box's confidence is thus the sum of the scores of all windows whose boxes went into it.
 
-This is the paper's literal definition, kept as it is: a distance (px) plus an area (px^2), so the
-threshold is in mixed units, and the score is LOW only for boxes that are close AND hardly overlap.
+This is the paper's literal definition (`score="paper"`), kept as it is: a distance (px) plus an
+area (px^2), so the threshold is in mixed units, and the score is LOW only for boxes that are close
+AND hardly overlap.
 Two boxes far apart score high, and so do two boxes that overlap a lot: two identical 100 x 100
 boxes score 10,000 and merge only when threshold >= 10,000, while two disjoint boxes side by side
 with centres 100 px apart score 100. A merged box is an average of averages (a box that went in k
 merges ago weighs 2^-k in it), also as the paper says.
+
+The alternative `score="overlap"`: match_score(b1, b2) = 1 - IoU(b1, b2), in [0, 1] (1 for disjoint
+boxes, and for boxes of zero area). It makes the boxes of one object merge first (the most
+overlapping pair), so that a threshold t < 1 merges the pairs with IoU >= 1 - t and never merges
+boxes that do not overlap: what detection needs, where two boxes left for one object are a false
+positive (measured in the README, "Detection (OverFeat)"). Everything else (greedy, the lowest
+pair first, averaging, summed confidences) is as above.
 
 Ties: among pairs with the same (float32) score, the one with the lowest (first index, second
 index) goes first. The merged box takes the lower of the two slots, so a merged box's slot is the
@@ -73,17 +81,27 @@ import numpy as np
 
 # Partner index of an empty candidate slot: above every real index, so it loses every tie.
 _EMPTY = np.iinfo(np.int32).max
+# The match scores `greedy_merge` can use (module docstring).
+PAPER_SCORE, OVERLAP_SCORE = "paper", "overlap"
+MATCH_SCORES = (PAPER_SCORE, OVERLAP_SCORE)
 # Candidate partners each box keeps (the default of greedy_merge's `candidates`; see the docstring).
 DEFAULT_CANDIDATES = 2
 
 
-def _match_scores(box: jax.Array, boxes: jax.Array) -> jax.Array:
-  """match_score of one box with each of `boxes`: [4], [N, 4] -> [N] (the paper's literal sum of the
-  centre distance and the intersection area)."""
-  dx = (box[0] + box[2]) * 0.5 - (boxes[:, 0] + boxes[:, 2]) * 0.5
-  dy = (box[1] + box[3]) * 0.5 - (boxes[:, 1] + boxes[:, 3]) * 0.5
+def _match_scores(box: jax.Array, boxes: jax.Array, score: str = PAPER_SCORE) -> jax.Array:
+  """match_score of one box with each of `boxes`: [4], [N, 4] -> [N]. "paper": the paper's literal
+  sum of the centre distance and the intersection area; "overlap": 1 - IoU. Symmetric bit for bit
+  (the partner lists rely on it)."""
   w = jnp.maximum(jnp.minimum(box[2], boxes[:, 2]) - jnp.maximum(box[0], boxes[:, 0]), 0)
   h = jnp.maximum(jnp.minimum(box[3], boxes[:, 3]) - jnp.maximum(box[1], boxes[:, 1]), 0)
+  if score == OVERLAP_SCORE:
+    inter = w * h
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return 1.0 - jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+  dx = (box[0] + box[2]) * 0.5 - (boxes[:, 0] + boxes[:, 2]) * 0.5
+  dy = (box[1] + box[3]) * 0.5 - (boxes[:, 1] + boxes[:, 3]) * 0.5
   return jnp.sqrt(dx * dx + dy * dy) + w * h
 
 
@@ -133,11 +151,11 @@ class _Table(NamedTuple):
 
 
 def _fresh_row(k: jax.Array, box: jax.Array, boxes: jax.Array, alive: jax.Array,
-               m: int) -> tuple[jax.Array, ...]:
+               m: int, score: str = PAPER_SCORE) -> tuple[jax.Array, ...]:
   """Row k (holding `box`) from scratch: (scores [N] with every box, inf where dead or k; the m
   best scores [m] and partners [m]; the next one, the bound: score [] and partner [])."""
   n = boxes.shape[0]
-  row = jnp.where(alive & (jnp.arange(n) != k), _match_scores(box, boxes), jnp.inf)
+  row = jnp.where(alive & (jnp.arange(n) != k), _match_scores(box, boxes, score), jnp.inf)
   # The m + 1 lowest (score, partner): top_k puts the lower index first among equal values.
   low, arg = jax.lax.top_k(-row, min(m + 1, n))
   low = jnp.concatenate([-low, jnp.full((m + 1 - low.shape[0],), jnp.inf)])
@@ -160,12 +178,12 @@ def _front(row_min: jax.Array) -> jax.Array:
   return _first(row_min == jnp.min(row_min))
 
 
-def _init_table(boxes: jax.Array, valid: jax.Array, m: int) -> _Table:
+def _init_table(boxes: jax.Array, valid: jax.Array, m: int, score: str = PAPER_SCORE) -> _Table:
   """Every row from scratch, 64 rows at a time (O(64 N) memory, never N x N)."""
   n = boxes.shape[0]
 
   def row(k):
-    return _fresh_row(k, boxes[k], boxes, valid, m)[1:]
+    return _fresh_row(k, boxes[k], boxes, valid, m, score)[1:]
 
   val, ids, bound, bound_id = jax.lax.map(row, jnp.arange(n, dtype=jnp.int32), batch_size=min(n, 64))
   val, ids = val.T, ids.T  # [m, N]
@@ -173,7 +191,7 @@ def _init_table(boxes: jax.Array, valid: jax.Array, m: int) -> _Table:
 
 
 def _settle(boxes: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
-            threshold: jax.Array, m: int) -> tuple[_Table, jax.Array]:
+            threshold: jax.Array, m: int, score: str = PAPER_SCORE) -> tuple[_Table, jax.Array]:
   """Recomputes the front row while it is stale and its bound is <= threshold. Returns (table,
   front row k): row k is then exact, or its bound, and so every score, is above the threshold."""
 
@@ -183,7 +201,7 @@ def _settle(boxes: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
 
   def body(carry):
     t, k = carry
-    _, low, arg, b, b_id = _fresh_row(k, boxes[k], boxes, alive, m)
+    _, low, arg, b, b_id = _fresh_row(k, boxes[k], boxes, alive, m, score)
     k_min, k_arg, k_stale = _summary(alive[k], low, arg, b)
     row_min = t.row_min.at[k].set(k_min)
     t = _Table(t.val.at[:, k].set(low), t.ids.at[:, k].set(arg), t.bound.at[k].set(b),
@@ -195,7 +213,8 @@ def _settle(boxes: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
 
 
 def _merge_step(boxes: jax.Array, conf: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
-                m: int) -> tuple[jax.Array, jax.Array, jax.Array, _Table, jax.Array]:
+                m: int, score: str = PAPER_SCORE
+                ) -> tuple[jax.Array, jax.Array, jax.Array, _Table, jax.Array]:
   """Merges exact row k with its best partner into the lower slot and updates every row's list.
   Returns (boxes, conf, alive, table, front row)."""
   index = jnp.arange(boxes.shape[0], dtype=jnp.int32)
@@ -208,7 +227,7 @@ def _merge_step(boxes: jax.Array, conf: jax.Array, alive: jax.Array, table: _Tab
   gone = (table.ids == lo) | (table.ids == hi)  # [m, N]
   val, ids = jnp.where(gone, jnp.inf, table.val), jnp.where(gone, _EMPTY, table.ids)
   # The merged box's row; its scores are also the new column (the score is symmetric, bit for bit).
-  column, low, arg, b, b_id = _fresh_row(lo, new_box, boxes, alive, m)
+  column, low, arg, b, b_id = _fresh_row(lo, new_box, boxes, alive, m, score)
   # Offer (column[r], lo) to every other row r whose list is complete below it: into an empty
   # slot, else in place of the row's largest entry unless the offer is larger still; either way
   # the evicted pair becomes the row's bound (its list stays complete below the bound).
@@ -232,12 +251,12 @@ def _merge_step(boxes: jax.Array, conf: jax.Array, alive: jax.Array, table: _Tab
           _front(row_min))
 
 
-@functools.partial(jax.jit, static_argnames="candidates")
+@functools.partial(jax.jit, static_argnames=("candidates", "score"))
 def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, threshold: jax.Array, *,
-                  candidates: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+                  candidates: int, score: str) -> tuple[jax.Array, jax.Array, jax.Array]:
   """greedy_merge on float32 [N, 4], float32 [N], bool [N] and a float32 [] threshold."""
   m = candidates
-  table = _init_table(boxes, valid, m)
+  table = _init_table(boxes, valid, m, score)
 
   def cond(state):
     _, _, _, table, k = state
@@ -245,10 +264,11 @@ def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, thresho
     return (table.row_min[k] <= threshold) & (table.row_min[k] < jnp.inf)
 
   def body(state):
-    boxes, conf, alive, table, k = _merge_step(*state, m)
-    return (boxes, conf, alive) + _settle(boxes, alive, table, k, threshold, m)
+    boxes, conf, alive, table, k = _merge_step(*state, m, score)
+    return (boxes, conf, alive) + _settle(boxes, alive, table, k, threshold, m, score)
 
-  state = (boxes, scores, valid) + _settle(boxes, valid, table, _front(table.row_min), threshold, m)
+  state = (boxes, scores, valid) + _settle(boxes, valid, table, _front(table.row_min), threshold, m,
+                                           score)
   boxes, conf, alive = jax.lax.while_loop(cond, body, state)[:3]
   # Survivors by confidence, descending; ties: lower slot first (stable sort); dead rows last.
   order = jnp.argsort(jnp.where(alive, conf, -jnp.inf), descending=True, stable=True)
@@ -258,19 +278,22 @@ def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, thresho
 
 
 def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
-                 threshold: float | jax.Array, *,
-                 candidates: int = DEFAULT_CANDIDATES) -> tuple[jax.Array, jax.Array, jax.Array]:
+                 threshold: float | jax.Array, *, candidates: int = DEFAULT_CANDIDATES,
+                 score: str = PAPER_SCORE) -> tuple[jax.Array, jax.Array, jax.Array]:
   """OverFeat's greedy merge of boxes (SPEC A5 (d)); see the module docstring for the definitions.
 
   Args:
     boxes: [N, 4] float boxes (x1, y1, x2, y2) in pixels, finite (computed in float32).
     scores: [N] float classifier score of the window that predicted each box.
     valid: [N] bool; False rows (padding) take no part.
-    threshold: pairs merge while their match_score (px + px^2, the paper's) is <= this: a Python
+    threshold: pairs merge while their match_score (px + px^2 for the paper's; 1 - IoU for
+      "overlap") is <= this: a Python
       number (checked: not NaN; the float32 scores are compared with it as a double; inf merges
       everything) or a float [] array, which may be traced.
     candidates: how many best partners each box remembers (speed only: any value >= 1 gives the
       same result).
+    score: PAPER_SCORE ("paper", SPEC A5's literal match_score) or OVERLAP_SCORE ("overlap",
+      1 - IoU), the module docstring's two.
   Returns:
     merged_boxes float32 [N, 4]: the merged boxes sorted by confidence, descending (ties: the box
       holding the lower input index first), then zero rows;
@@ -280,6 +303,8 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
   """
   if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
     raise ValueError(f"greedy_merge: candidates must be an int >= 1, got {candidates!r}")
+  if score not in MATCH_SCORES:
+    raise ValueError(f"greedy_merge: score must be one of {MATCH_SCORES}, got {score!r}")
   if isinstance(threshold, (int, float)) and math.isnan(threshold):
     raise ValueError("greedy_merge: threshold is NaN")
   boxes, scores, valid = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(valid)
@@ -291,7 +316,7 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
   if boxes.shape[0] == 0:
     return jnp.zeros((0, 4), jnp.float32), jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool)
   return _greedy_merge(boxes.astype(jnp.float32), scores.astype(jnp.float32), valid.astype(bool),
-                       _threshold_below(threshold), candidates=candidates)
+                       _threshold_below(threshold), candidates=candidates, score=score)
 
 
 def best_box(merged_boxes: jax.Array, confidence: jax.Array,

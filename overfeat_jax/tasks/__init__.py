@@ -12,11 +12,12 @@ from types import ModuleType
 import ml_collections
 
 from overfeat_jax.errors import ConfigError
-from overfeat_jax.tasks import classification, localization
+from overfeat_jax.tasks import classification, detection, localization
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
     "localization": localization,
+    "detection": detection,
 }
 
 

@@ -1,0 +1,63 @@
+"""Detection quickstart: OverFeat detection on the quickstart classifier (SPEC A6; CPU, minutes).
+
+  python train.py --config configs/quickstart.py --workdir workdirs/quickstart
+  python train.py --config configs/detection_quickstart.py --workdir workdirs/detection
+  python evaluate.py --config configs/detection_quickstart.py --workdir workdirs/detection
+
+The first command trains the classifier this one starts from (detection.classifier_workdir): its
+feature extractor stays frozen; its FC layers, grown by a background output, train together with an
+SCR box regressor on whole `digits_in_scenes/detection` images (128-192 px, 0-5 digits of 16-64 px),
+with the most offending and random background windows mined in every step. evaluate.py runs the fine
+grid at every test scale, merges each class's boxes greedily (1 - IoU match score) and prints COCO
+AP@[.5:.95], AP@0.5, VOC07 AP and the per-class table (README, "Detection (OverFeat)").
+"""
+
+import importlib.util
+import os
+
+
+def _quickstart_config():
+  """configs/quickstart.py's config (loaded by path: configs/ is not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
+  spec = importlib.util.spec_from_file_location("quickstart", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def get_config():
+  config = _quickstart_config()  # the classifier's model (its checkpoint must match)
+  config.task = "detection"
+  config.dataset.name = "digits_in_scenes/detection"  # 4,000 train / 1,000 test images
+  config.detection.classifier_workdir = "workdirs/quickstart"
+  # Whole images at their own size (128-192 px a side, at most 1.5:1): short side 128 unless the
+  # long side would pass 192. Digits are then 11-64 px against the 58-px field of view.
+  config.input.min_size = 128
+  config.input.max_size = 192
+  config.input.aspect_buckets = (1.25, 2.0)
+  config.input.batch_size = 8
+  config.input.eval_batch_size = 16
+  config.input.random_flip = False  # handwriting is not mirror-symmetric (as the classifier)
+  # Two scales: 1x for the large digits, 1.375x so that the small ones fill enough of a window.
+  config.detection.train_scales = (128, 176)
+  config.detection.test_scales = (128, 176)
+  config.detection.train_fine_grid = False  # the coarse grid: ~4x faster steps (tasks/detection.py)
+  config.detection.min_coverage = 0.5
+  config.detection.min_box_fraction = 0.3
+  config.detection.max_background_coverage = 0.2
+  config.detection.hard_negatives = 32
+  config.detection.random_negatives = 32
+  config.detection.min_window_score = 0.1
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.halve_at_epochs = ()
+  config.train.num_epochs = 0
+  config.train.max_steps = 300
+  config.train.log_every = 25
+  config.train.checkpoint_every = 300
+  config.train.eval_every = 0  # evaluate.py after training
+  config.train.eval_num_examples = 0
+  # The merge (ops/merge.py): 1 - IoU, pairs with IoU >= 0.7 merge (best measured: README).
+  config.eval.merge_score = "overlap"
+  config.eval.merge_threshold = 0.3
+  return config
