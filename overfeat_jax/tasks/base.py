@@ -30,9 +30,13 @@ class Task:
     steps_per_epoch: optimizer steps in one epoch of the training split.
     signature: JSON-able description of the model (stored with each checkpoint and compared on
       resume), e.g. {'model': config.model, 'num_classes': K}.
+    trainable: None (every parameter trains), or params -> a pytree of bools like params: the
+      optimizer updates the True leaves only and leaves the others bit for bit as they are, with no
+      optimizer state (a frozen feature extractor; the loss should stop their gradients).
   """
   init_params: Callable[[jax.Array], Any]
   loss_fn: LossFn
   make_loader: Callable[[int, int], Any]
   steps_per_epoch: int
   signature: dict[str, Any]
+  trainable: Callable[[Any], Any] | None = None

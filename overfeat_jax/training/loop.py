@@ -130,6 +130,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
   num_steps = total_steps(config.train, task.steps_per_epoch)
   schedule = optim.learning_rate_schedule(config.optimizer, task.steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, task.steps_per_epoch)
+  if task.trainable is not None:
+    tx = optim.only_trainable(tx, task.trainable)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
 
   def create_state(rng: jax.Array) -> TrainState:

@@ -15,7 +15,7 @@ Config values are validated once, by `overfeat_jax.config.validate_config`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,3 +66,30 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict,
       optax.scale(1.0 - dampening) if dampening else optax.identity(),
       optax.sgd(learning_rate_schedule(opt_cfg, steps_per_epoch), momentum=float(opt_cfg.momentum)),
   )
+
+
+# The update of a frozen parameter: x + (-0.0) == x bit for bit for every float x (IEEE 754's
+# additive identity; +0.0 is not one: -0.0 + 0.0 = +0.0), so `optax.apply_updates` leaves it as it is.
+FROZEN_UPDATE = -0.0
+
+
+def _frozen() -> optax.GradientTransformation:
+  """Updates of FROZEN_UPDATE whatever the gradient, and no state."""
+
+  def update(updates: Any, state: optax.OptState, params: Any = None) -> tuple[Any, optax.OptState]:
+    del params
+    return jax.tree.map(lambda g: jnp.full_like(g, FROZEN_UPDATE), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def only_trainable(tx: optax.GradientTransformation,
+                   trainable: Callable[[Any], Any]) -> optax.GradientTransformation:
+  """`tx` on the leaves that `trainable(params)` (a pytree of bools like params) marks True; the
+  others are frozen: left bit for bit as they are, with no optimizer state (no momentum buffer)."""
+
+  def labels(params: Any) -> Any:
+    return jax.tree.map(lambda t: "trainable" if t else "frozen", trainable(params))
+
+  return optax.multi_transform({"trainable": tx, "frozen": _frozen()}, labels)
+
