@@ -11,10 +11,11 @@ import ml_collections
 
 from overfeat_jax import tasks
 from overfeat_jax.config import validate_config
-from overfeat_jax.evaluation import classification
+from overfeat_jax.evaluation import classification, faster_rcnn
 
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification.evaluate,
+    "faster_rcnn": faster_rcnn.evaluate,
 }
 
 

@@ -12,10 +12,11 @@ from types import ModuleType
 import ml_collections
 
 from overfeat_jax.errors import ConfigError
-from overfeat_jax.tasks import classification
+from overfeat_jax.tasks import classification, faster_rcnn
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
+    "faster_rcnn": faster_rcnn,
 }
 
 
