@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -249,3 +250,53 @@ def test_with_backbone_replaces_only_the_backbone():
   assert task.with_backbone(params, None) is params
   with pytest.raises(ValueError, match="backbone weights have layers"):
     task.with_backbone(params, {"conv1": loaded["conv1"]})
+
+
+def stage_params(config, directory: str, step: int, *, proposer: bool = False):
+  template = task.params_template(task.model_from_config(config))
+  if proposer:
+    template = {**template, task.PROPOSER: template}
+  params, _ = checkpoint_io.restore_params(directory, template, step=step)
+  return jax.device_get(params)
+
+
+def same(a, b) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_alternating_training_runs_four_stages_and_resumes_in_the_third(digits_detection_data_dir,
+                                                                         tmp_path):
+  config = tiny_config(digits_detection_data_dir, training="alternating")
+  workdir = str(tmp_path / "alt")
+  result = loop.run(config, workdir)
+  assert result.step == 2
+  dirs = task.stage_workdirs(workdir)
+  assert [os.path.basename(d) for d in dirs] == ["1_rpn", "2_detector", "3_rpn_fixed_shared",
+                                                 "4_detector_fixed_shared"]
+  s1, s3, s4 = (stage_params(config, dirs[i], 2) for i in (0, 2, 3))
+  s2 = stage_params(config, dirs[1], 2, proposer=True)
+  first = [stage_params(config, d, 1, proposer=i == 1) for i, d in enumerate(dirs)]  # after 1 step
+
+  def trained(stage: int, part: str) -> bool:
+    """Whether `part` moved between the stage's first and second step."""
+    return not same(first[stage - 1][part], (s1, s2, s3, s4)[stage - 1][part])
+
+  # Step 1 trains the backbone and the RPN; step 2 a backbone of its own and the detector, on the
+  # proposals of a frozen copy of step 1's network; step 3 only the RPN, on step 2's backbone;
+  # step 4 only the detector: the final network is step 2's backbone, step 3's RPN, step 4's head.
+  assert [trained(1, p) for p in ("shared", "rpn", "box_head")] == [True, True, False]
+  assert [trained(2, p) for p in ("shared", "rpn", "box_head")] == [True, False, True]
+  assert [trained(3, p) for p in ("shared", "rpn", "box_head")] == [False, True, False]
+  assert [trained(4, p) for p in ("shared", "rpn", "box_head")] == [False, False, True]
+  assert same(s2[task.PROPOSER], s1) and not same(s2["shared"], s1["shared"])
+  assert same(first[2]["shared"], s2["shared"]) and same(first[2]["box_head"], s2["box_head"])
+  assert same(first[3]["shared"], s3["shared"]) and same(first[3]["rpn"], s3["rpn"])
+  evaluated, step = task.restore_params(config, workdir)
+  assert step == 2 and same(jax.device_get(evaluated), s4)
+  # Killed in step 3 after its first checkpoint: the rerun passes over steps 1 and 2, resumes step
+  # 3 from its step 1 and ends with the same network as the uninterrupted run.
+  for path in (os.path.join(checkpoint_io.checkpoint_dir(dirs[2]), "2"), dirs[3]):
+    shutil.rmtree(path)
+  again = loop.run(config, workdir)
+  assert again.step == 2
+  assert same(stage_params(config, dirs[2], 2), s3) and same(stage_params(config, dirs[3], 2), s4)

@@ -414,27 +414,49 @@ class FasterRCNN(nn.Module):
     return ce * per_roi, box * per_roi, jnp.mean(fg)
 
   def losses(self, images: jax.Array, image_hw: jax.Array, min_size: jax.Array, gt_boxes: jax.Array,
-             gt_labels: jax.Array, gt_valid: jax.Array, *, joint: bool = False) -> Losses:
-    """Approximate joint (joint=False) or exact joint (joint=True) training's loss terms (SPEC B5).
+             gt_labels: jax.Array, gt_valid: jax.Array, *, joint: bool = False, rpn: bool = True,
+             detector: bool = True, proposals: Proposals | None = None) -> Losses:
+    """The loss terms of one training step (SPEC B5).
 
     Args:
       images [B, H, W, 3], image_hw int [B, 2], min_size [B]: as the class docstring.
       gt_boxes: [B, G, 4] network-input pixels; gt_labels: int [B, G] in [0, K); gt_valid: bool
         [B, G] (False: padding, or a box not to train on).
+      joint: exact joint training (gradients through the proposal coordinates), else approximate
+        joint training (the proposals are constants).
+      rpn, detector: which terms to compute (the others are 0): both for joint training; the
+        stages of 4-step alternating training train one of them.
+      proposals: the detector's proposals from another network (alternating training's step 2,
+        treated as constants), with a leading B; None = this network's own.
     Needs rngs 'sample' (anchor and RoI sampling) and 'dropout'.
     """
     s = self.settings
+    zero = jnp.zeros((), jnp.float32)
     features, logits, deltas, anchors = self.rpn_outputs(images)
-    rpn_cls, rpn_reg, positives = self.rpn_losses(logits, deltas, anchors, features.shape[1:3],
-                                                  image_hw, gt_boxes, gt_valid)
-    proposals = self.proposals(logits, deltas, anchors, image_hw, min_size,
-                               pre_nms=s.train_pre_nms, post_nms=s.train_post_nms)
-    if not joint:  # approximate joint training: proposals are constants (SPEC B5 2)
-      proposals = proposals._replace(boxes=jax.lax.stop_gradient(proposals.boxes))
-    det_cls, det_reg, fg = self.detector_losses(features, proposals, gt_boxes, gt_labels, gt_valid)
+    rpn_cls = rpn_reg = positives = zero
+    if rpn:
+      rpn_cls, rpn_reg, positives = self.rpn_losses(logits, deltas, anchors, features.shape[1:3],
+                                                    image_hw, gt_boxes, gt_valid)
+    det_cls = det_reg = fg = num_proposals = zero
+    if detector:
+      own = proposals is None
+      if own:
+        proposals = self.proposals(logits, deltas, anchors, image_hw, min_size,
+                                   pre_nms=s.train_pre_nms, post_nms=s.train_post_nms)
+      if not (joint and own):  # approximate joint training: constants (SPEC B5 2)
+        proposals = proposals._replace(boxes=jax.lax.stop_gradient(proposals.boxes))
+      det_cls, det_reg, fg = self.detector_losses(features, proposals, gt_boxes, gt_labels, gt_valid)
+      num_proposals = jnp.mean(jnp.sum(proposals.valid, axis=1).astype(jnp.float32))
     return Losses(rpn_cls=rpn_cls, rpn_reg=rpn_reg, det_cls=det_cls, det_reg=det_reg,
-                  num_positive_anchors=positives, num_fg_rois=fg,
-                  num_proposals=jnp.mean(jnp.sum(proposals.valid, axis=1).astype(jnp.float32)))
+                  num_positive_anchors=positives, num_fg_rois=fg, num_proposals=num_proposals)
+
+  def train_proposals(self, images: jax.Array, image_hw: jax.Array, min_size: jax.Array) -> Proposals:
+    """This network's training proposals (train_pre_nms -> train_post_nms), with a leading B: what
+    4-step alternating training's step 2 trains its detector on (SPEC B5 1)."""
+    s = self.settings
+    _, logits, deltas, anchors = self.rpn_outputs(images)
+    return self.proposals(logits, deltas, anchors, image_hw, min_size, pre_nms=s.train_pre_nms,
+                          post_nms=s.train_post_nms)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ shape-bucket canvases; boxes in network-input pixels with a valid mask). Per con
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, Mapping
 
 import jax
@@ -37,7 +38,7 @@ from overfeat_jax.errors import CheckpointError
 from overfeat_jax.models import pretrained
 from overfeat_jax.models.backbones import Backbone, build_backbone, frozen_mask
 from overfeat_jax.models.faster_rcnn import FasterRCNN, Losses, Settings, init_params, params_template
-from overfeat_jax.tasks.base import Batch, LossFn, Task
+from overfeat_jax.tasks.base import Batch, LossFn, Stage, Task
 
 SHARED = "shared"  # the backbone's subtree of the parameters (models/faster_rcnn.py)
 
@@ -99,13 +100,15 @@ def model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
-  """(params, step) of the newest intact checkpoint in `workdir`, checked against the config's
-  architecture (`architecture_signature`).
+  """(params, step) of the newest intact checkpoint of the run in `workdir` (for 4-step alternating
+  training, its last stage's), checked against the config's architecture (`architecture_signature`).
 
   Raises:
     CheckpointError: no checkpoint, or one written for a different model (e.g. another backbone:
       one line naming the differences).
   """
+  if config.faster_rcnn.training == "alternating":
+    workdir = stage_workdirs(workdir)[-1]
   return checkpoint_io.restore_params(workdir, params_template(model_from_config(config)),
                                       task_signature=architecture_signature(config))
 
@@ -182,13 +185,15 @@ def proposal_min_size(batch: Batch, min_size_original: float) -> jax.Array:
 
 
 def loss_terms(model: FasterRCNN, params: Any, batch: Batch, rng: jax.Array, *, joint: bool,
-               min_size_original: float) -> Losses:
-  """`FasterRCNN.losses` of a detection batch (rng split into the 'sample' and 'dropout' streams)."""
+               min_size_original: float, **parts: Any) -> Losses:
+  """`FasterRCNN.losses` of a detection batch (rng split into the 'sample' and 'dropout' streams);
+  `parts`: its rpn / detector / proposals arguments."""
   sample_rng, dropout_rng = jax.random.split(rng)
   return model.apply({"params": params}, batch["image"], batch["size"],
                      proposal_min_size(batch, min_size_original), batch["boxes"],
                      batch["box_labels"], training_boxes(batch), joint=joint,
-                     method=FasterRCNN.losses, rngs={"sample": sample_rng, "dropout": dropout_rng})
+                     method=FasterRCNN.losses, rngs={"sample": sample_rng, "dropout": dropout_rng},
+                     **parts)
 
 
 def faster_rcnn_loss_fn(model: FasterRCNN, *, joint: bool, min_size_original: float) -> LossFn:
@@ -238,6 +243,114 @@ def training_task(config: ml_collections.ConfigDict) -> Task:
               steps_per_epoch=steps_per_epoch,
               signature=model_signature(config),
               trainable=functools.partial(trainable, model.backbone))
+
+
+# ----------------------------------------------------------------------------------------------
+# 4-step alternating training (SPEC B5 1).
+
+# The stages, each trained to the end in <workdir>/alternating/<name>: (name, description, which
+# parts train, which losses).
+STAGES = (
+    ("1_rpn", "train the RPN from the initial backbone", ("shared", "rpn"), "rpn"),
+    ("2_detector", "train Fast R-CNN from the initial backbone on step 1's proposals",
+     ("shared", "box_head"), "detector"),
+    ("3_rpn_fixed_shared", "fine-tune the RPN's own layers on step 2's backbone (frozen)", ("rpn",),
+     "rpn"),
+    ("4_detector_fixed_shared", "fine-tune Fast R-CNN's own layers on step 3's proposals",
+     ("box_head",), "detector"),
+)
+PROPOSER = "proposer"  # step 2's copy of step 1's network (frozen), which makes its proposals
+
+
+def stage_workdirs(workdir: str) -> list[str]:
+  """<workdir>/alternating/<stage name> for each of the 4 STAGES."""
+  return [os.path.join(workdir, "alternating", name) for name, *_ in STAGES]
+
+
+def training_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
+  """faster_rcnn.training's stages: one (`training_task` in `workdir`) for joint training, the four
+  of STAGES for "alternating" (each trains config.train's length with the optimizer's schedule
+  from its start; py-faster-rcnn trains 80k / 40k / 80k / 40k mini-batches)."""
+  if config.faster_rcnn.training != "alternating":
+    return [Stage("", workdir, lambda: training_task(config))]
+  dirs = stage_workdirs(workdir)
+  return [Stage(f"step {i} of 4-step alternating training: {description}", dirs[i - 1],
+                functools.partial(alternating_task, config, i, dirs))
+          for i, (_, description, _, _) in enumerate(STAGES, 1)]
+
+
+def _stage_template(model: FasterRCNN, stage: int) -> Any:
+  template = params_template(model)
+  return {**template, PROPOSER: template} if stage == 2 else template
+
+
+def _restore_stage(config: ml_collections.ConfigDict, model: FasterRCNN, dirs: list[str],
+                   stage: int) -> Any:
+  """The finished `stage`'s parameters (its newest checkpoint); the proposer dropped."""
+  params, _ = checkpoint_io.restore_params(dirs[stage - 1], _stage_template(model, stage),
+                                           task_signature=architecture_signature(config))
+  return {k: v for k, v in params.items() if k != PROPOSER}
+
+
+def stage_trainable(backbone: Backbone, stage: int, params: Any) -> Any:
+  """`Task.trainable` of a stage: its parts (STAGES) but the backbone's frozen layers."""
+  parts = STAGES[stage - 1][2]
+  mask = {name: jax.tree.map(lambda _, on=name in parts: on, subtree)
+          for name, subtree in params.items()}
+  if SHARED in parts:
+    mask[SHARED] = trainable(backbone, {SHARED: params[SHARED]})[SHARED]
+  return mask
+
+
+def _stop_untrained(params: Any, mask: Any) -> Any:
+  """stop_gradient on the leaves that do not train (no gradient and no backward pass for them)."""
+  return jax.tree.map(lambda p, on: p if on else jax.lax.stop_gradient(p), params, mask)
+
+
+def alternating_task(config: ml_collections.ConfigDict, stage: int, dirs: list[str]) -> Task:
+  """Step `stage` (1-4) of 4-step alternating training (SPEC B5 1), the steps before it finished:
+    1. the RPN (and backbone) from the initial backbone (faster_rcnn.backbone_init);
+    2. Fast R-CNN (and a backbone of its own) from the initial backbone, on the proposals of step 1's
+       network — a frozen copy of it ('proposer') rides in the parameters;
+    3. the RPN's own layers (from step 1) on step 2's backbone, frozen; the detector is step 2's;
+    4. Fast R-CNN's own layers on step 3's proposals, everything else frozen: the final network.
+  The backbone's frozen layers stay frozen throughout.
+  """
+  model = model_from_config(config)
+  make_loader = _loader_factory(config)
+  steps_per_epoch = make_loader(jax.process_index(), jax.process_count()).steps_per_epoch
+  min_size = config.faster_rcnn.proposal_min_size
+  if stage == 1:
+    backbone_params = initial_backbone_params(config, model.backbone)
+    init = lambda rng: with_backbone(init_params(model, rng), backbone_params)
+  elif stage == 2:
+    backbone_params = initial_backbone_params(config, model.backbone)
+    step1 = _restore_stage(config, model, dirs, 1)
+    init = lambda rng: {**with_backbone(init_params(model, rng), backbone_params), PROPOSER: step1}
+  elif stage == 3:
+    step1, step2 = (_restore_stage(config, model, dirs, i) for i in (1, 2))
+    init = lambda rng: {**step2, "rpn": step1["rpn"]}
+  else:
+    step3 = _restore_stage(config, model, dirs, 3)
+    init = lambda rng: step3
+  mask_of = functools.partial(stage_trainable, model.backbone, stage)
+  losses = STAGES[stage - 1][3]
+
+  def loss_fn(params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    params = _stop_untrained(params, mask_of(params))
+    proposals = None
+    if PROPOSER in params:
+      proposals = model.apply({"params": params[PROPOSER]}, batch["image"], batch["size"],
+                              proposal_min_size(batch, min_size), method=FasterRCNN.train_proposals)
+      params = {k: v for k, v in params.items() if k != PROPOSER}
+    terms = loss_terms(model, params, batch, rng, joint=False, min_size_original=min_size,
+                       rpn=losses == "rpn", detector=losses == "detector", proposals=proposals)
+    return terms.rpn_cls + terms.rpn_reg + terms.det_cls + terms.det_reg, terms._asdict()
+
+  return Task(init_params=init, loss_fn=loss_fn, make_loader=make_loader,
+              steps_per_epoch=steps_per_epoch,
+              signature={**model_signature(config), "alternating_step": stage},
+              trainable=mask_of)
 
 
 # ----------------------------------------------------------------------------------------------
