@@ -14,29 +14,33 @@ import pytest
 from safetensors.numpy import save_file
 
 import random_vgg16
+from model_helpers import random_variables
 from overfeat_jax import checkpoint_io
 from overfeat_jax.config import validate_config
 from overfeat_jax.data import detection
 from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.evaluation import faster_rcnn as frcnn_eval
 from overfeat_jax.evaluation import run as evaluation
+from overfeat_jax.tasks import classification
 from overfeat_jax.tasks import faster_rcnn as task
 from overfeat_jax.training import loop
 
 from test_config import load_config
+from test_pretrained import save_classifier
 
 
-def tiny_config(data_dir: str, **faster_rcnn):
-  """The quickstart at test size: 1/8 of the tiny backbone, a 16-wide head, few proposals and RoIs,
-  64-96 px images, 2 steps."""
+def tiny_config(data_dir: str, classifier: str = "", **faster_rcnn):
+  """The quickstart at test size: 1/32 of its OverFeat backbone (from the classifier checkpoint in
+  `classifier`, else from scratch), a 16-wide head, few proposals and RoIs, 64-96 px images, 2 steps."""
   config = load_config("faster_rcnn_quickstart")
   config.dataset.data_dir = data_dir
   config.input.min_size = 64
   config.input.max_size = 96
   config.input.batch_size = 4
   config.input.eval_batch_size = 8
-  config.model.width = 1 / 8
+  config.model.width = 1 / 32
   f = config.faster_rcnn
+  f.backbone_init, f.backbone_weights = ("classifier", classifier) if classifier else ("none", "")
   f.rpn_batch = 32
   f.train_pre_nms, f.train_post_nms = 200, 40
   f.test.pre_nms, f.test.post_nms = 200, 20
@@ -54,13 +58,41 @@ def tiny_config(data_dir: str, **faster_rcnn):
 
 
 @pytest.fixture(scope="module")
-def trained(digits_detection_data_dir, tmp_path_factory):
-  """A 2-step run of the tiny config: (config, workdir)."""
-  config = tiny_config(digits_detection_data_dir)
+def classifier(tmp_path_factory):
+  """(workdir, params) of a classification run's checkpoint of the quickstart classifier's model at
+  1/32 width (random weights), as configs/quickstart.py would leave it."""
+  config = load_config("quickstart")
+  config.model.width = 1 / 32
+  model = classification.model_from_config(config)
+  params = random_variables(model, seed=6)["params"]
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  save_classifier(workdir, params, classification.model_signature(config), 5)
+  return workdir, params
+
+
+@pytest.fixture(scope="module")
+def trained(digits_detection_data_dir, classifier, tmp_path_factory):
+  """A 2-step run of the tiny config, its backbone from `classifier`: (config, workdir)."""
+  config = tiny_config(digits_detection_data_dir, classifier[0])
   workdir = str(tmp_path_factory.mktemp("frcnn") / "run")
   result = loop.run(config, workdir)
   assert result.step == 2
   return config, workdir
+
+
+def test_the_backbone_starts_from_the_classifiers_extractor(digits_detection_data_dir, classifier):
+  config = tiny_config(digits_detection_data_dir, classifier[0])
+  init = task.training_task(config).init_params
+  params = jax.device_get(jax.jit(init)(jax.random.key(0)))
+  extractor = classifier[1]["extractor"]
+  assert jax.tree.structure(params["shared"]) == jax.tree.structure(extractor)
+  for got, expected in zip(jax.tree.leaves(params["shared"]), jax.tree.leaves(extractor)):
+    np.testing.assert_array_equal(got, expected)
+  # A classifier of another width does not fit: one line naming the work directory and the layers.
+  config.model.width = 1 / 16
+  message = one_line(CheckpointError, task.training_task, config)
+  assert message.startswith(f"config.faster_rcnn.backbone_weights: checkpoint in {classifier[0]}")
+  assert "another feature extractor than the overfeat_fast-w0.0625-s3x1 backbone" in message
 
 
 def test_train_then_evaluate_with_recall_table_and_pictures(trained):
@@ -206,9 +238,10 @@ def test_a_weight_file_of_another_layout_is_one_line(digits_detection_data_dir, 
 def test_a_checkpoint_of_another_backbone_is_one_line(trained):
   config, workdir = trained
   other = tiny_config(config.dataset.data_dir, backbone="zf", roi_size=6)
+  other.model.width = config.model.width
   message = one_line(CheckpointError, evaluation.run, other, workdir, verbose=False)
   assert "was written for a different model" in message
-  assert "task.backbone: tiny-w0.125 (checkpoint) vs zf-w0.125 (now)" in message
+  assert "task.backbone: overfeat_fast-w0.03125-s3x1 (checkpoint) vs zf-w0.03125 (now)" in message
   # Resuming training with it is refused the same way.
   other.train.max_steps = 3
   message = one_line(CheckpointError, loop.run, other, workdir)
