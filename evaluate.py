@@ -3,7 +3,8 @@
   python evaluate.py --config configs/quickstart.py --workdir workdirs/quickstart [--pictures N]
 
 Restores the newest intact checkpoint in --workdir, prints top-1/top-5 error in the layout of the
-paper's Table 2 (naming the checkpoint step), then writes it to <workdir>/eval/metrics.json.
+paper's Table 2 (naming the checkpoint step), then writes it to <workdir>/eval/metrics.json, logs it
+(eval/metrics.jsonl, TensorBoard events, eval/run_info.json) and prints a summary line.
 --pictures N (short for --config.eval.pictures=N, which it overrides) then draws the first N images
 of the eval split with what the evaluator saw in them, as PNGs in <workdir>/eval/pictures/.
 Ctrl-C or SIGTERM stops it at once (status 130 / 143).

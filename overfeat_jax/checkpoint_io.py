@@ -5,7 +5,8 @@ the items named below; `signature` is JSON describing the model (the task's desc
 parameter's shape), so that a restore into a different model is refused with a `CheckpointError`
 naming the differences. `restore_params` is the read-only restore of the parameters alone
 (evaluation, prediction, a detector starting from a classifier); `read_signature` reads only what a
-checkpoint describes itself as.
+checkpoint describes itself as; `save_params` writes a checkpoint of those two items alone (weights
+converted from elsewhere), which both read as they read a training run's.
 
 Damage (a truncated array file, a missing item) is told apart from a different model: `read_step`
 raises `DamagedStepError` for anything orbax cannot read, and `restore_newest_intact` then falls back
@@ -25,7 +26,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from overfeat_jax import mesh as mesh_lib
-from overfeat_jax.errors import CheckpointError, reason
+from overfeat_jax.errors import CheckpointError, WorkdirError, reason
 
 PARAMS = "params"
 OPTIMIZER = "optimizer"
@@ -231,3 +232,36 @@ def read_signature(workdir: str, *, step: int | None = None) -> tuple[dict[str, 
         lambda s: read_step(manager, s, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE])
   finally:
     manager.close()
+
+
+def save_params(workdir: str, params: Any, signature: dict[str, Any], *, step: int = 0) -> str:
+  """Writes `params` and `signature` as checkpoint `step` of a work directory that has none.
+
+  Only those two items: `restore_params` and `read_signature` read it like a training run's
+  checkpoint (evaluation, prediction, a backbone start); training cannot resume from it (it has no
+  optimizer state or data position), so give the signature's task a key that training's does not
+  have (e.g. where the weights came from) and a resume is refused as "written for a different model".
+  Args:
+    params: the parameter pytree (numpy or jax arrays).
+    signature: `make_signature(task_signature, params)`.
+  Returns:
+    The checkpoint directory.
+  Raises:
+    CheckpointError: the work directory already holds checkpoints (nothing is written).
+    WorkdirError: the directory cannot be created or written (names it and why).
+  """
+  directory = checkpoint_dir(workdir)
+  if os.path.isdir(directory) and os.listdir(directory):
+    raise CheckpointError(f"{directory} already holds checkpoints: use a new --workdir")
+  drop_orbax_echoes()
+  try:
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=True))
+    try:
+      manager.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params),
+                                                    SIGNATURE: ocp.args.JsonSave(as_json(signature))}))
+      manager.wait_until_finished()
+    finally:
+      manager.close()
+  except Exception as e:  # OSError, or tensorstore's error wrapped by orbax in a bare Exception
+    raise WorkdirError(f"cannot write a checkpoint in {directory}: {reason(e)}") from e
+  return directory

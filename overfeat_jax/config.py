@@ -38,9 +38,6 @@ def base_config() -> ml_collections.ConfigDict:
   # per image (0 = always resize_short, the paper's single training scale). Small nets evaluated at
   # several scales (SPEC A4) need to have seen objects at those sizes.
   c.input.resize_short_max = 0
-  # Training colour augmentation: "none" (paper) or "permute_invert" (random RGB channel order and,
-  # with probability 1/2, inverted intensities: shapes are the label, colours are not).
-  c.input.color_augment = "none"
   c.input.mean = (0.485, 0.456, 0.406)  # Per-channel mean of [0, 1] pixels, subtracted.
   c.input.std = (0.229, 0.224, 0.225)  # Per-channel std of [0, 1] pixels, divided.
   c.input.batch_size = 64  # Global training batch (split over all devices and hosts).
@@ -82,7 +79,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 12  # Training length in epochs of the train split.
   c.train.max_steps = 0  # If > 0, stop after this many steps (smoke tests); 0 = num_epochs decides.
-  c.train.log_every = 50  # Print and append to metrics.jsonl every this many steps.
+  c.train.log_every = 50  # Print and log (metrics.jsonl, TensorBoard) every this many steps.
+  # Evaluate on the eval split after every this many steps, logged as the training metrics are
+  # ("eval/..." keys); 0 = never. train.py wires the task's evaluator (config.eval) in.
+  c.train.eval_every = 0
+  # Examples of the eval split that evaluation uses: the first N (0 = those evaluate.py uses, i.e.
+  # eval.num_examples). The same examples every time, so that the curve compares like with like.
+  c.train.eval_num_examples = 0
+  c.train.tensorboard = True  # Also write TensorBoard event files beside each metrics.jsonl.
   c.train.checkpoint_every = 500  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
   c.train.keep_checkpoints = 2  # How many recent checkpoints to keep.
   c.train.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
@@ -107,6 +111,36 @@ def base_config() -> ml_collections.ConfigDict:
   # Pictures of the first N images of the eval split, as PNGs in <workdir>/eval/pictures/ (0 = none;
   # evaluate.py --pictures N sets it). Drawn in a separate pass after the metrics are written.
   c.eval.pictures = 0
+  # Localization (SPEC A5 (a)-(d)): at each scale the boxes of this many classes (the top ones by the
+  # scale's spatial max) are merged; at least 5 for the top-5 (class, box) guesses.
+  c.eval.merge_top_k = 5
+  # The greedy merge stops when the lowest match_score of any pair of boxes exceeds this (SPEC A5
+  # (d): centre distance in original-image pixels + intersection area in pixels^2, the paper's sum;
+  # the paper gives no value). Boxes of one object overlap by about its area, so only a threshold
+  # above the objects' areas merges them, and then the far, little-overlapping boxes merge first;
+  # inf merges all boxes of a class into one. 0 merges nothing (distinct boxes score > 0): each class
+  # answers with its best-scoring window's box. On the embedded data 0 did best: 3-scale top-1
+  # localization error 35% at 0, 61% at inf, 73% at 1,000 (README, "Localization").
+  c.eval.merge_threshold = 0.0
+
+  # Localization (config.task = "localization", SPEC A5): a box regressor trained on the frozen
+  # feature extractor of a classification run.
+  c.localization = ml_collections.ConfigDict()
+  # The classification run (its --workdir) whose newest checkpoint gives the frozen feature extractor
+  # and classifier; its model must be config.model (the architecture keys) and config.dataset's
+  # classes. Required for the localization task; a relative path is relative to the working directory.
+  c.localization.classifier_workdir = ""
+  # "scr": one regressor for all classes (4 outputs); "pcr": one per class (4 x K outputs, the
+  # true class's trained, the predicted class's used at test). The paper found SCR better.
+  c.localization.regressor = "scr"
+  # Training scales: each image's short side at each scale (the whole image, aspect kept; its
+  # long side as input.max_size / input.min_size allows). The batches come at input.min_size
+  # (data/detection.py) and are resized on device by scale / input.min_size; every step trains on
+  # every scale's fine grid (SPEC A5: "at several scales"). Each must be >= the fine grid's
+  # smallest input (the field of view + (last pool - 1) x its stride).
+  c.localization.train_scales = (64, 72, 80)
+  # A window learns a box when it holds at least this fraction of the box's area (SPEC A5: 0.5).
+  c.localization.min_coverage = 0.5
 
   # Faster R-CNN (config.task = "faster_rcnn", SPEC Part B; models/faster_rcnn.py). The backbone's
   # width, initialisation, the head's dropout and the compute dtype come from config.model (width,
@@ -265,6 +299,37 @@ def paper_faster_rcnn_config() -> ml_collections.ConfigDict:
   return config
 
 
+# The preprocessing of the weights OverFeat's authors released (overfeat_jax/models/released_weights.py,
+# PIXEL_MEAN / PIXEL_STD): (p - 118.380948) / 61.896913 for 0..255 pixels of every channel, which is
+# our (x / 255 - mean) / std with these values.
+RELEASED_MEAN = (118.380948 / 255,) * 3
+RELEASED_STD = (61.896913 / 255,) * 3
+
+
+def released_weights_config(variant: str) -> ml_collections.ConfigDict:
+  """The paper's ImageNet config of `variant` ("fast" / "accurate") for the authors' released weights.
+
+  The same as configs/overfeat_<variant>_imagenet.py (the paper's architecture, training input and six
+  test scales), with the released networks' input normalisation. `python -m
+  overfeat_jax.convert_weights` writes checkpoints for it; configs/overfeat_<variant>_released.py
+  return it.
+  """
+  c = paper_imagenet_config()
+  c.model.variant = variant
+  c.input.mean = RELEASED_MEAN
+  c.input.std = RELEASED_STD
+  if variant == "fast":
+    c.input.crop_size = 231
+    c.input.eval_batch_size = 32
+    # As overfeat_fast_imagenet.py: scale 1 is 247 px (at 245 the fast net's second pooling offset
+    # leaves no full 6x6 classifier window).
+    c.eval.scales = ((247, 247), (281, 317), (317, 389), (389, 461), (425, 497), (461, 569))
+  else:
+    c.input.crop_size = 221
+    c.input.eval_batch_size = 16
+    c.eval.scales = ((245, 245), (281, 317), (317, 389), (389, 461), (425, 497), (461, 569))  # SPEC A4
+  return c
+
 # ---------------------------------------------------------------------------------------------
 # The ONE table of allowed values. `validate_config` is the only place that checks a config value;
 # lower layers check only what needs runtime facts (the field of view, the device count, the size of
@@ -297,7 +362,9 @@ def _scales_ok(scales) -> bool:
   return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
 
 
-TASKS = ("classification", "faster_rcnn")  # overfeat_jax.tasks.TASKS holds one module per name.
+# overfeat_jax.tasks.TASKS holds one module per name.
+TASKS = ("classification", "faster_rcnn", "localization")
+
 
 def _sizes_ok(values) -> bool:
   return len(values) > 0 and all(v > 0 for v in values)
@@ -352,7 +419,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.resize_short": (_positive, "expected > 0"),
     "input.crop_size": (_positive, "expected > 0"),
     "input.resize_short_max": (_non_negative, "expected >= 0 (0 = no scale jitter)"),
-    "input.color_augment": _one_of("none", "permute_invert"),
     "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
     "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),
     "input.batch_size": (_positive, "expected > 0"),
@@ -383,6 +449,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.num_epochs": (_non_negative, "expected >= 0 (with train.max_steps > 0 when 0)"),
     "train.max_steps": (_non_negative, "expected >= 0 (0 = use num_epochs)"),
     "train.log_every": (_positive, "expected > 0"),
+    "train.eval_every": (_non_negative, "expected >= 0 (0 = no evaluation during training)"),
+    "train.eval_num_examples": (_non_negative, "expected >= 0 (0 = eval.num_examples)"),
     "train.checkpoint_every": (_positive, "expected > 0"),
     "train.keep_checkpoints": (_positive, "expected >= 1"),
     "eval.resize_short": (_positive, "expected > 0"),
@@ -392,6 +460,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.spatial_reduce": _one_of("max", "mean"),
     "eval.num_examples": (_non_negative, "expected >= 0 (0 = all)"),
     "eval.pictures": (_non_negative, "expected >= 0 (0 = none)"),
+    "eval.merge_top_k": (_positive, "expected >= 1"),
+    "eval.merge_threshold": (_non_negative, "expected >= 0 (inf merges everything)"),
+    "localization.regressor": _one_of("scr", "pcr"),
+    "localization.train_scales": (
+        lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
+        "expected a non-empty list of positive integer short sides"),
+    "localization.min_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (paper: 0.5)"),
     "optimizer.decay_factor": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (0.5 halves)"),
     **_FASTER_RCNN_RULES,
 }
@@ -402,7 +477,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # shaped what the checkpoints hold: the task, model, data and augmentation, input.batch_size (it maps
 # steps to epochs, so the schedule and the data position), optimizer and schedule, and the seed.
 RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.distributed", "input.num_workers", "input.prefetch",
+                     "train.keep_checkpoints", "train.distributed", "train.eval_every",
+                     "train.eval_num_examples", "train.tensorboard", "input.num_workers", "input.prefetch",
                      "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval",
                      "faster_rcnn.test")
 
@@ -462,6 +538,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   multi = tuple(config.eval.multi_scales)
   require(len(multi) > 0 and all(0 <= i < num_scales for i in multi), "eval.multi_scales",
           f"expected indices into eval.scales (0..{num_scales - 1})")
+  if config.task == "localization":
+    require(bool(config.localization.classifier_workdir), "localization.classifier_workdir",
+            "the localization task starts from a classification run: set it to that run's --workdir")
   if config.task == "faster_rcnn":
     _validate_faster_rcnn(config, require)
 

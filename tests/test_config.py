@@ -20,7 +20,7 @@ def load_config(name: str):
   return module.get_config()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "overfeat_fast_imagenet", "overfeat_accurate_imagenet"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.py")))
 def test_shipped_configs_are_valid(name):
   validate_config(load_config(name))
 

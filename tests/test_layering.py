@@ -21,7 +21,7 @@ FORBIDDEN = {
 
 # Commands inside the package (`python -m ...`; train.py and evaluate.py live outside it): they may
 # import everything, and no module of the package may import them (DESIGN: "No module imports a CLI").
-CLI_MODULES = ("overfeat_jax.features",)
+CLI_MODULES = ("overfeat_jax.features", "overfeat_jax.convert_weights", "overfeat_jax.export")
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from overfeat_jax.config import base_config
+from overfeat_jax.config import base_config, validate_config
 from overfeat_jax.data import buckets, pipeline, transforms
 from overfeat_jax.data.registry import DATASETS, get_dataset_spec
 from overfeat_jax.errors import ConfigError, DataError
@@ -432,3 +432,33 @@ def test_voc_mock_boxes_are_valid_pixels():
     batch = next(iter(pipeline.eval_loader(config)))
   assert batch["boxes"].shape == (4, 16, 4) and batch["box_valid"].shape == (4, 16)
   assert (batch["label"][batch["valid"]] == pipeline.NO_LABEL).all()
+
+
+def test_scale_jitter_draws_the_short_side_from_the_range():
+  """input.resize_short_max: a horizontal ramp (pixel value = column) shows each crop's scale, since
+  58 crop columns span 58 * 200 / short source columns."""
+  spec = get_dataset_spec("imagenet2012")
+  ramp = np.broadcast_to(np.arange(200, dtype=np.uint8)[None, :, None], (200, 200, 3)).copy()
+  record = {"image": ramp, "label": np.int64(3)}
+
+  def shorts(resize_short_max: int) -> np.ndarray:
+    augment = transforms.TrainTransform(spec=spec, resize_short=64, crop_size=58, random_flip=False,
+                                        resize_short_max=resize_short_max)
+    spans = []
+    for seed in range(60):
+      image = augment.random_map(record, np.random.default_rng(seed))["image"][0, :, 0].astype(float)
+      spans.append((image[-1] - image[0]) / 57)  # source columns per crop column = 200 / short
+    return 200 / np.array(spans)
+
+  fixed = shorts(0)
+  np.testing.assert_allclose(fixed, 64, rtol=0.03)
+  jittered = shorts(128)
+  assert jittered.min() >= 64 * 0.97 and jittered.max() <= 128 * 1.03
+  assert jittered.min() < 75 and jittered.max() > 115  # the whole range is used
+
+
+def test_scale_jitter_range_is_checked():
+  config = base_config()
+  config.input.resize_short_max = 60  # below resize_short (64)
+  with pytest.raises(ConfigError, match="input.resize_short_max"):
+    validate_config(config)

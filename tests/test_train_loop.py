@@ -378,8 +378,8 @@ def test_kill_9_and_sigterm_then_resume_match_an_uninterrupted_run(tmp_path, ref
 
 
 def test_resumed_metrics_drop_steps_past_the_checkpoint(tmp_path):
-  from overfeat_jax.training import progress
+  from overfeat_jax import metrics_writer
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n{"step": 6, "loss": 0.8}\n{"step": 8, "lo')
-  progress.drop_records_after(str(path), 4)  # resuming from the step-4 checkpoint
+  metrics_writer.drop_records_after(str(path), 4)  # resuming from the step-4 checkpoint
   assert path.read_text() == '{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n'

@@ -294,12 +294,6 @@ def crop_boxes(boxes: np.ndarray, height: int, width: int, crop: Crop) -> tuple[
   return out, nonempty_boxes(out)
 
 
-def permute_invert_colors(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """[H, W, 3] uint8 -> the channels in a random order, inverted (255 - x) with probability 1/2."""
-  image = image[..., rng.permutation(3)]
-  return 255 - image if rng.random() < 0.5 else image
-
-
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
   """uint8 [..., 3] -> float32 (x / 255 - mean) / std, per channel."""
   mean = np.asarray(mean, np.float32)
@@ -321,7 +315,6 @@ class TrainTransform(grain.transforms.RandomMap):
   random_flip: bool
   keep_object: bool = False  # input.crop_keeps_object: crops contain the labelled object's box
   resize_short_max: int = 0  # input.resize_short_max: short side drawn from [resize_short, this]
-  color_augment: str = "none"  # input.color_augment
 
   def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     example = decode_example(element, self.spec)
@@ -337,8 +330,6 @@ class TrainTransform(grain.transforms.RandomMap):
     image = apply_crop(example["image"], crop)
     if self.random_flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    if self.color_augment == "permute_invert":
-      image = permute_invert_colors(image, rng)
     return {"image": np.ascontiguousarray(image), "label": example["label"]}
 
 

@@ -67,6 +67,21 @@ def crop_views(canvas: jax.Array, *, image_hw: jax.Array, original_hw: jax.Array
           _view_offsets(resized, crop, names))
 
 
+def crop_windows(*, original_hw: jax.Array, resize_short: int, crop: int,
+                 names: tuple[str, ...] = VIEW_NAMES) -> jax.Array:
+  """Where the crops of `crop_views` lie in the original images: float32 [len(names), B, 4] boxes
+  (x1, y1, x2, y2) in original-image pixels (a crop's network-input window, for its predictions).
+
+  original_hw: [B, 2] the images' original sizes; resize_short, crop, names: as `crop_views`.
+  """
+  resized = buckets.short_side_size(original_hw, resize_short, crop, xp=jnp)  # [B, 2]
+  ratio = jnp.asarray(original_hw, jnp.float32) / resized  # original pixels per resized pixel
+  top_left = _view_offsets(resized, crop, names) * ratio  # [V, B, 2] (y, x)
+  bottom_right = (_view_offsets(resized, crop, names) + crop) * ratio
+  return jnp.stack([top_left[..., 1], top_left[..., 0], bottom_right[..., 1], bottom_right[..., 0]],
+                   axis=-1)
+
+
 def centre_crop_view(canvas: jax.Array, *, image_hw: jax.Array, original_hw: jax.Array,
                      resize_short: int, crop: int) -> jax.Array:
   """The training-protocol view: short side resized to `resize_short`, centre crop x crop.

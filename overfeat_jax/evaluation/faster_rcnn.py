@@ -20,7 +20,7 @@ side by side.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -34,6 +34,7 @@ from overfeat_jax.data import buckets, detection, pipeline, transforms
 from overfeat_jax.data.class_names import class_names
 from overfeat_jax.data.registry import get_dataset_spec
 from overfeat_jax.evaluation import outputs, visualize
+from overfeat_jax.evaluation.coco import UNDEFINED
 from overfeat_jax.evaluation.detection import DetectionEvaluator, format_report, write_eval_files
 from overfeat_jax.ops.boxes import box_iou
 from overfeat_jax.tasks import faster_rcnn as task
@@ -101,45 +102,68 @@ def _host_local(tree: Any, mesh: jax.sharding.Mesh) -> Any:
       tree, mesh, jax.sharding.PartitionSpec(mesh_lib.DATA_AXIS)))
 
 
+class Evaluator:
+  """The evaluation of config's eval split (its first config.eval.num_examples images), built once:
+  the model, the mesh, the jitted predict function, the loader and the class names; `run(params)`
+  evaluates a parameter set (evaluate.py once, training every train.eval_every steps)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = task.model_from_config(config)
+    self.mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch_divisible(config.input.eval_batch_size, self.mesh, "input.eval_batch_size")
+    test = config.faster_rcnn.test
+    self.predict = jax.jit(
+        task.make_predict_fn(config, self.model, num_proposals=max(test.recall_proposals)),
+        in_shardings=(mesh_lib.replicated(self.mesh), mesh_lib.batch_sharded(self.mesh)),
+        out_shardings=mesh_lib.batch_sharded(self.mesh))
+    self.loader = detection.detection_eval_loader(config, process_index=jax.process_index(),
+                                                  process_count=jax.process_count())
+    spec = get_dataset_spec(config.dataset.name)
+    self.names = class_names(pipeline.load_source(config.dataset, config.dataset.eval_split), spec)
+
+  def params(self, params: Any) -> Any:
+    """`params` replicated over the mesh."""
+    return jax.device_put(params, mesh_lib.replicated(self.mesh))
+
+  def run(self, params: Any, *, step: int, verbose: bool = True
+          ) -> tuple[dict[str, Any], DetectionEvaluator]:
+    """(result, the filled DetectionEvaluator) of `params` (replicated, `self.params`): {
+    "checkpoint_step": step, "dataset", "split", "seconds", **DetectionEvaluator.compute(),
+    "proposals": RecallAccumulator.compute()}."""
+    test = self.config.faster_rcnn.test
+    evaluator = DetectionEvaluator(self.names)
+    recall = RecallAccumulator(test.recall_proposals, test.recall_ious)
+    seen, start = 0, time.time()
+    for i, batch in enumerate(self.loader):
+      out = _host_local(self.predict(params, mesh_lib.to_global(batch, self.mesh)), self.mesh)
+      evaluator.add(out, batch)
+      recall.add(out["proposal_boxes"], out["proposal_valid"], batch)
+      seen += int(np.sum(batch["valid"]))
+      if verbose and (i == 0 or i % 20 == 0 or i == len(self.loader) - 1):
+        print(f"eval: {seen}/{self.loader.num_examples} images, "
+              f"{seen / max(time.time() - start, 1e-9):.1f} img/s", flush=True)
+    result = {"checkpoint_step": int(step), "dataset": self.config.dataset.name,
+              "split": self.config.dataset.eval_split, "seconds": round(time.time() - start, 1),
+              **evaluator.compute(), "proposals": recall.compute()}
+    return result, evaluator
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True) -> dict:
   """Restores the newest intact checkpoint in `workdir` and evaluates it on config.dataset.eval_split.
 
   `config` must have passed `validate_config` (`evaluation.run.run` does both).
   Returns:
-    {"checkpoint_step", "dataset", "split", "seconds", **DetectionEvaluator.compute(),
-     "proposals": RecallAccumulator.compute()}, also written to <workdir>/eval/metrics.json (with
-    detections.json) after the tables are printed; then the pictures.
+    `Evaluator.run`'s result, also written to <workdir>/eval/metrics.json (with detections.json)
+    after the tables are printed; then the pictures.
   Raises:
     CheckpointError: no intact checkpoint in `workdir`, or one of another model. DataError /
     ConfigError: data that cannot be evaluated. OverfeatError / WorkdirError: a file cannot be written.
   """
-  model = task.model_from_config(config)
-  mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_divisible(config.input.eval_batch_size, mesh, "input.eval_batch_size")
   params, step = task.restore_params(config, workdir)
-  params = jax.device_put(params, mesh_lib.replicated(mesh))
-  test = config.faster_rcnn.test
-  predict = jax.jit(task.make_predict_fn(config, model, num_proposals=max(test.recall_proposals)),
-                    in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)),
-                    out_shardings=mesh_lib.batch_sharded(mesh))
-  loader = detection.detection_eval_loader(config, process_index=jax.process_index(),
-                                           process_count=jax.process_count())
-  spec = get_dataset_spec(config.dataset.name)
-  names = class_names(pipeline.load_source(config.dataset, config.dataset.eval_split), spec)
-  evaluator = DetectionEvaluator(names)
-  recall = RecallAccumulator(test.recall_proposals, test.recall_ious)
-  seen, start = 0, time.time()
-  for i, batch in enumerate(loader):
-    out = _host_local(predict(params, mesh_lib.to_global(batch, mesh)), mesh)
-    evaluator.add(out, batch)
-    recall.add(out["proposal_boxes"], out["proposal_valid"], batch)
-    seen += int(np.sum(batch["valid"]))
-    if verbose and (i == 0 or i % 20 == 0 or i == len(loader) - 1):
-      print(f"eval: {seen}/{loader.num_examples} images, {seen / max(time.time() - start, 1e-9):.1f} "
-            "img/s", flush=True)
-  result = {"checkpoint_step": int(step), "dataset": config.dataset.name,
-            "split": config.dataset.eval_split, "seconds": round(time.time() - start, 1),
-            **evaluator.compute(), "proposals": recall.compute()}
+  evaluator = Evaluator(config)
+  params = evaluator.params(params)
+  result, detections = evaluator.run(params, step=step, verbose=verbose)
   if verbose:  # before writing: a failed write must not lose the result
     print(f"checkpoint step {step} of {checkpoint_io.checkpoint_dir(workdir)}, "
           f"{result['num_images']} images of {config.dataset.name} ({config.dataset.eval_split}):",
@@ -148,10 +172,52 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
     print("Recall of the ground truth by the top-N test proposals:", flush=True)
     print(format_recall(result["proposals"]), flush=True)
   if jax.process_index() == 0:
-    write_eval_files(workdir, result, evaluator.detections())
+    write_eval_files(workdir, result, detections.detections())
     if config.eval.pictures:
-      write_pictures(config, workdir, model, params, names, verbose=verbose)
+      write_pictures(config, workdir, evaluator.model, params, evaluator.names, verbose=verbose)
   return result
+
+
+def _percent(value: float) -> float:
+  return float(value) if value == UNDEFINED else 100.0 * float(value)
+
+
+def scalars(result: dict[str, Any]) -> dict[str, float]:
+  """The logged metrics of a result, in percent (-1: no ground truth): COCO AP@0.5 first, then
+  AP@[.5:.95], the VOC07 11-point and area mAP, and each recall-vs-proposals entry."""
+  values = {"eval/AP50": _percent(result["coco"]["AP50"]), "eval/AP": _percent(result["coco"]["AP"]),
+            "eval/mAP_voc07": _percent(result["voc"]["mAP07"]),
+            "eval/mAP_voc": _percent(result["voc"]["mAP"])}
+  for n, by_iou in result["proposals"]["recall"].items():
+    for iou, value in by_iou.items():
+      values[f"eval/recall_iou{iou}/top{n}"] = _percent(value)
+  return values
+
+
+def summary(result: dict[str, Any]) -> str:
+  """The headline in words, e.g. 'AP@0.5 71.23%, AP@[.5:.95] 40.06%, VOC07 mAP 70.51% on 1000
+  images of test'."""
+  coco, voc = result["coco"], result["voc"]
+  return (f"AP@0.5 {_percent(coco['AP50']):.2f}%, AP@[.5:.95] {_percent(coco['AP']):.2f}%, VOC07 mAP "
+          f"{_percent(voc['mAP07']):.2f}% on {result['num_images']} images of {result['split']}")
+
+
+def periodic_evaluation(config: ml_collections.ConfigDict) -> Callable[[Any, int], dict[str, float]]:
+  """The evaluation training runs every config.train.eval_every steps: `Evaluator` on the first
+  config.train.eval_num_examples images (0: config.eval.num_examples') of the eval split, built now;
+  each call prints one line on process 0 and returns `scalars`."""
+  eval_config = ml_collections.ConfigDict(config.to_dict())  # a copy; the caller's stays as it is
+  if config.train.eval_num_examples:
+    eval_config.eval.num_examples = config.train.eval_num_examples
+  evaluator = Evaluator(eval_config)
+
+  def evaluate_params(params: Any, step: int) -> dict[str, float]:
+    result, _ = evaluator.run(params, step=step, verbose=False)
+    if jax.process_index() == 0:
+      print(f"eval at step {step}: {summary(result)}, {result['seconds']:.1f} s", flush=True)
+    return scalars(result)
+
+  return evaluate_params
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,13 +22,18 @@ METRICS_FILE = "metrics.json"
 PICTURES_SUBDIR = "pictures"
 
 
+def metrics_path(workdir: str) -> str:
+  """`workdir/eval/metrics.json`."""
+  return os.path.join(workdir, EVAL_SUBDIR, METRICS_FILE)
+
+
 def write_metrics(workdir: str, result: dict[str, Any]) -> str:
   """Writes `result` as JSON to `workdir/eval/metrics.json` (atomically); returns the path.
 
   Raises:
     WorkdirError: the file cannot be written (the previous one, if any, is left as it was).
   """
-  path = os.path.join(workdir, EVAL_SUBDIR, METRICS_FILE)
+  path = metrics_path(workdir)
   files.replace_file(path, json.dumps(result, indent=2) + "\n")
   return path
 

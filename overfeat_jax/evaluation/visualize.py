@@ -117,7 +117,8 @@ def _vector(array: Any, n: int, name: str, dtype: Any) -> np.ndarray:
 def draw_detections(image: Any, boxes: Any, labels: Any, scores: Any | None,
                     class_names: Sequence[str], *, valid: Any | None = None,
                     title: str | None = None, score_threshold: float = 0.0, max_boxes: int = 100,
-                    colors: Sequence[Any] | None = None, zoom: int | None = None) -> Figure:
+                    colors: Sequence[Any] | None = None, zoom: int | None = None,
+                    captions: bool = True) -> Figure:
   """Boxes with "name score" captions over an image.
 
   Args:
@@ -136,6 +137,8 @@ def draw_detections(image: Any, boxes: Any, labels: Any, scores: Any | None,
       Higher scores are drawn on top.
     colors: one matplotlib colour per class; default `class_color(k)`.
     zoom: integer upscaling of the image (module docstring); default from MIN_LONG_SIDE_PX.
+    captions: False draws the outlines alone (many boxes of one class, e.g. every window's
+      regressed box in a localization picture).
   Returns:
     The figure (layout in the module docstring).
   Raises:
@@ -181,8 +184,9 @@ def draw_detections(image: Any, boxes: Any, labels: Any, scores: Any | None,
     if (x2 - x1) * zoom < 1 and (y2 - y1) * zoom < 1:
       axes.plot([x1], [y1], marker="x", markersize=MARK_PX * _PT_PER_PX, color=color,
                 markeredgewidth=LINE_PX * _PT_PER_PX, zorder=4)  # above the captions (3)
-    caption = class_names[label] if scores is None else f"{class_names[label]} {scores[i]:.2f}"
-    _caption(axes, caption, (x1, y1, x2, y2), color, image_size=(h, w), zoom=zoom)
+    if captions:
+      caption = class_names[label] if scores is None else f"{class_names[label]} {scores[i]:.2f}"
+      _caption(axes, caption, (x1, y1, x2, y2), color, image_size=(h, w), zoom=zoom)
   return figure
 
 

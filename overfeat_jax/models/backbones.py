@@ -1,7 +1,7 @@
 """Faster R-CNN backbones (SPEC B1): one NHWC feature map for the whole image, described as data.
 
 A `Backbone` is a frozen list of `Stage`s (a conv + ReLU, then an optional max pool), built from the
-same `ConvLayer` and `_scale_channels` as the OverFeat networks (models/overfeat.py). Four are
+same `ConvLayer` and `scale_channels` as the OverFeat networks (models/overfeat.py). Four are
 known (`BACKBONE_NAMES`), each at paper size and with a width multiplier for CPU:
 
   vgg16              VGG-16 conv1_1 ... conv5_3: 13 3x3 convs (padding 1), ReLU, a 2x2/2 max pool
@@ -57,7 +57,7 @@ from flax import traverse_util
 
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models.overfeat import (NO_POOL, PAPER_ARCHITECTURES, Architecture, ConvLayer,
-                                          _kernel_init, _scale_channels, build_architecture)
+                                          weight_initializer, scale_channels, build_architecture)
 from overfeat_jax.ops import pooling
 
 
@@ -163,7 +163,7 @@ def _vgg16_stages(width: float) -> tuple[Stage, ...]:
     for i in range(1, count + 1):
       pool = MaxPool(2, 2) if i == count and block < 5 else None
       stages.append(Stage(f"conv{block}_{i}",
-                          ConvLayer(_scale_channels(channels, width), kernel=3, stride=1, padding=1),
+                          ConvLayer(scale_channels(channels, width), kernel=3, stride=1, padding=1),
                           pool))
   return tuple(stages)
 
@@ -173,7 +173,7 @@ def _zf_stages(width: float) -> tuple[Stage, ...]:
   pool = MaxPool(3, 2, padding=1)
   layers = ((96, 7, 2, 3, pool), (256, 5, 2, 2, pool), (384, 3, 1, 1, None), (384, 3, 1, 1, None),
             (256, 3, 1, 1, None))
-  return tuple(Stage(f"conv{i}", ConvLayer(_scale_channels(c, width), kernel=k, stride=s, padding=p),
+  return tuple(Stage(f"conv{i}", ConvLayer(scale_channels(c, width), kernel=k, stride=s, padding=p),
                      pool)
                for i, (c, k, s, p, pool) in enumerate(layers, 1))
 
@@ -190,7 +190,7 @@ def overfeat_stages(arch: Architecture) -> tuple[Stage, ...]:
 
 def _tiny_stages(width: float) -> tuple[Stage, ...]:
   """The tiny CPU backbone (module docstring): 3x3 convs 32-64-128-128, pools after the first three."""
-  return tuple(Stage(f"conv{i}", ConvLayer(_scale_channels(c, width), kernel=3, stride=1, padding=1),
+  return tuple(Stage(f"conv{i}", ConvLayer(scale_channels(c, width), kernel=3, stride=1, padding=1),
                      MaxPool(2, 2) if i < 4 else None)
                for i, c in enumerate((32, 64, 128, 128), 1))
 
@@ -251,7 +251,7 @@ class BackboneNet(nn.Module):
     for stage in self.backbone.stages:
       conv, pad = stage.conv, stage.conv.padding
       x = nn.Conv(conv.features, (conv.kernel, conv.kernel), strides=(conv.stride, conv.stride),
-                  padding=((pad, pad), (pad, pad)), kernel_init=_kernel_init(self.weight_init),
+                  padding=((pad, pad), (pad, pad)), kernel_init=weight_initializer(self.weight_init),
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name=stage.name)(x)
       x = nn.relu(x)

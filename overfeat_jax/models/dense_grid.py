@@ -11,18 +11,29 @@ Fine stride (SPEC A4), per scale:
          --interleave_offsets--> [B, h' * P, w' * P, K]
 Output cell u of the interleaved map sees the input window [u * s, u * s + fov) on each axis, s =
 arch.prepool_stride (the coarse map: s = arch.coarse_stride), fov = arch.train_size.
+
+Any other head on the pooled map (the box regressor of SPEC A5, `models.heads`) runs in the same
+pass: `offset_heads` applies one function of the pooled map, returning the class logits and the
+regressor's outputs together, at every offset, and interleaves each of its outputs, so every
+fine-grid window has its logits and its box (`regressed_boxes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from overfeat_jax.errors import InputSizeError
+from overfeat_jax.models.heads import class_edges
 from overfeat_jax.models.overfeat import OverFeat
 from overfeat_jax.ops import pooling, resize
+from overfeat_jax.ops.edges import decode_edges
+
+# A head on the pooled map: [B, n_h, n_w, C] -> a pytree of maps [B, h', w', R] (h' = n_h - fc_kernel + 1).
+Head = Callable[[jax.Array], Any]
 
 
 @jax.tree_util.register_dataclass
@@ -36,11 +47,14 @@ class DenseGrid:
       rather than the padding (at least one position per image: see `window_geometry`).
     boxes: float32 [B, H', W', 4] (x1, y1, x2, y2), the window in original-image pixels
       (continuous; a window reaching into the padding reaches past the image's edge).
+    regression: float32 [B, H', W', 4 or 4K], the box regressor's outputs at each position (box
+      edges relative to the window, `ops.edges`), or None when no regressor ran.
   """
 
   logits: jax.Array
   valid: jax.Array
   boxes: jax.Array
+  regression: jax.Array | None = None
 
 
 def check_grid_size(model: OverFeat, hw: tuple[int, int]) -> None:
@@ -55,12 +69,26 @@ def check_grid_size(model: OverFeat, hw: tuple[int, int]) -> None:
         f"+ {model.arch.last_pool - 1} x stride {model.arch.prepool_stride})")
 
 
+def offset_heads(prepool: jax.Array, pool: int, head: Head) -> Any:
+  """Offset max-pooling, `head` at every offset (one vmap), each output interleaved (SPEC A4).
+
+  Args:
+    prepool: [B, h, w, C] the map before the last max-pool.
+    pool: that pool's size (arch.last_pool).
+    head: pooled map -> pytree of maps [B, h', w', R] (the classifier, a regressor, or both).
+  Returns:
+    head's pytree with each map [B, h' * P, w' * P, R]: cell u sees the window of `window_geometry`
+    with stride arch.prepool_stride.
+  """
+  pooled = pooling.offset_max_pool(prepool, pool)  # [P*P, B, n_h, n_w, C]
+  per_offset = jax.vmap(head)(pooled)  # leaves [P*P, B, h', w', R]
+  return jax.tree.map(lambda maps: pooling.interleave_offsets(maps, pool), per_offset)
+
+
 def fine_map_from_features(model: OverFeat, variables, prepool: jax.Array) -> jax.Array:
   """Offset pooling + classifier per offset + interleave: [B, h, w, C] -> [B, h'P, w'P, K]."""
-  pool = model.arch.last_pool
-  pooled = pooling.offset_max_pool(prepool, pool)  # [P*P, B, n_h, n_w, C]
-  per_offset = jax.vmap(lambda p: model.apply(variables, p, method="classify"))(pooled)
-  return pooling.interleave_offsets(per_offset, pool)  # [B, (n_h - k + 1) * P, ..., K]
+  return offset_heads(prepool, model.arch.last_pool,
+                      lambda p: model.apply(variables, p, method="classify"))
 
 
 def coarse_map_from_features(model: OverFeat, variables, prepool: jax.Array) -> jax.Array:
@@ -124,21 +152,47 @@ def window_geometry(map_hw: tuple[int, int], *, stride: int, fov: int, image_hw:
 
 
 def grid_from_features(model: OverFeat, variables, prepool: jax.Array, *, image_hw: jax.Array,
-                       original_hw: jax.Array, fine: bool = True) -> DenseGrid:
+                       original_hw: jax.Array, fine: bool = True,
+                       regressor: Head | None = None) -> DenseGrid:
   """`dense_grid` from an already computed pre-pool map [B, h, w, C] (to share one feature pass
   between the fine and the coarse grid)."""
   arch = model.arch
+
+  def heads(pooled: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+    logits = model.apply(variables, pooled, method="classify")
+    return logits, None if regressor is None else regressor(pooled)
+
   if fine:
-    logits, stride = fine_map_from_features(model, variables, prepool), arch.prepool_stride
+    (logits, regression), stride = offset_heads(prepool, arch.last_pool, heads), arch.prepool_stride
   else:
-    logits, stride = coarse_map_from_features(model, variables, prepool), arch.coarse_stride
+    pooled = pooling.max_pool(prepool, arch.last_pool)
+    (logits, regression), stride = heads(pooled), arch.coarse_stride
   valid, boxes = window_geometry(logits.shape[1:3], stride=stride, fov=arch.train_size,
                                  image_hw=image_hw, original_hw=original_hw)
-  return DenseGrid(logits=logits, valid=valid, boxes=boxes)
+  return DenseGrid(logits=logits, valid=valid, boxes=boxes, regression=regression)
+
+
+def regressed_boxes(grid: DenseGrid, classes: jax.Array | None = None) -> jax.Array:
+  """Each position's predicted box(es) in original-image pixels: its regressor outputs decoded
+  against its window (`ops.edges.decode_edges`, `models.heads.class_edges`).
+
+  Args:
+    grid: a DenseGrid with a regression ([B, H', W', 4] SCR or [B, H', W', 4K] PCR).
+    classes: None, or int [B, H', W'] one class per position.
+  Returns:
+    classes None: float32 [B, H', W', 1, 4] (SCR) or [B, H', W', K, 4] (PCR, one box per class);
+    classes given: [B, H', W', 4], that class's box.
+  """
+  if grid.regression is None:
+    raise ValueError("regressed_boxes: this grid was computed without a regressor")
+  edges = class_edges(grid.regression, classes)
+  windows = grid.boxes if classes is not None else grid.boxes[..., None, :]
+  return decode_edges(edges, windows)
 
 
 def dense_grid(model: OverFeat, variables, images: jax.Array, *, image_hw: jax.Array,
-               original_hw: jax.Array, fine: bool = True) -> DenseGrid:
+               original_hw: jax.Array, fine: bool = True,
+               regressor: Head | None = None) -> DenseGrid:
   """The dense grid of padded images at one scale (SPEC A4): the reusable core of evaluation.
 
   Args:
@@ -149,13 +203,16 @@ def dense_grid(model: OverFeat, variables, images: jax.Array, *, image_hw: jax.A
     original_hw: [B, 2] the images' sizes before resizing (for the boxes).
     fine: offset max-pooling (stride arch.prepool_stride) or the coarse stride (arch.coarse_stride;
       then H and W need only be the field of view).
+    regressor: optional head on the pooled map, [B, n_h, n_w, C] -> [B, h', w', R] (e.g. a
+      `models.heads.BoxRegressor` applied with its parameters), run beside the classifier at every
+      offset.
   Returns:
-    DenseGrid: logits [B, H', W', K], valid [B, H', W'], boxes [B, H', W', 4]. The feature
-    extractor runs once; the pooling offsets are a vmap.
+    DenseGrid: logits [B, H', W', K], valid [B, H', W'], boxes [B, H', W', 4] and, with a regressor,
+    regression [B, H', W', R]. The feature extractor runs once; the pooling offsets are a vmap.
   """
   if fine:
     check_grid_size(model, images.shape[1:3])
   images = jnp.where(resize.pixel_mask(image_hw, images.shape[1:3])[..., None], images, 0)
   prepool = model.apply(variables, images, method="features")  # once, never per offset
   return grid_from_features(model, variables, prepool, image_hw=image_hw, original_hw=original_hw,
-                            fine=fine)
+                            fine=fine, regressor=regressor)

@@ -132,7 +132,7 @@ ACCURATE = Architecture(
 PAPER_ARCHITECTURES = {"fast": FAST, "accurate": ACCURATE}
 
 
-def _scale_channels(channels: int, width: float) -> int:
+def scale_channels(channels: int, width: float) -> int:
   """Rounds channels * width half-up, at least 1."""
   return max(1, int(math.floor(channels * width + 0.5)))
 
@@ -157,7 +157,7 @@ def build_architecture(variant: str, *, width: float = 1.0, stem_kernel: int = 0
   convs = []
   for i, layer in enumerate(paper.convs):
     layer = dataclasses.replace(
-        layer, features=_scale_channels(layer.features, width),
+        layer, features=scale_channels(layer.features, width),
         padding=layer.padding if padding else 0)
     if i == 0:
       layer = dataclasses.replace(layer, kernel=stem_kernel or layer.kernel,
@@ -172,7 +172,7 @@ def build_architecture(variant: str, *, width: float = 1.0, stem_kernel: int = 0
     name += "-nopad"
   return Architecture(
       name=name, convs=tuple(convs),
-      fc_features=tuple(_scale_channels(f, width) for f in paper.fc_features),
+      fc_features=tuple(scale_channels(f, width) for f in paper.fc_features),
       fc_kernel=paper.fc_kernel)
 
 
@@ -282,7 +282,7 @@ def param_count(params: Any) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
 
 
-def _kernel_init(init: str) -> nn.initializers.Initializer:
+def weight_initializer(init: str) -> nn.initializers.Initializer:
   """'paper': N(0, 0.01^2) (SPEC A3); 'he': variance scaling, fan-in, normal (small CPU nets)."""
   return {"paper": nn.initializers.normal(stddev=0.01),
           "he": nn.initializers.variance_scaling(2.0, "fan_in", "normal")}[init]
@@ -308,7 +308,7 @@ class FeatureExtractor(nn.Module):
       pad = conv.padding
       x = nn.Conv(conv.features, (conv.kernel, conv.kernel),
                   strides=(conv.stride, conv.stride),
-                  padding=((pad, pad), (pad, pad)), kernel_init=_kernel_init(self.weight_init),
+                  padding=((pad, pad), (pad, pad)), kernel_init=weight_initializer(self.weight_init),
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name=f"conv{i + 1}")(x)
       x = nn.relu(x)
@@ -367,7 +367,7 @@ class Classifier(nn.Module):
       last = j == len(widths) - 1
       # The class layer starts near zero under 'he' as well: a gain-2 init there gives initial
       # logits of several units and a first loss of 10-20 instead of log(K).
-      init = _kernel_init("paper" if last else self.weight_init)
+      init = weight_initializer("paper" if last else self.weight_init)
       x = FullyConnectedConv(features, kernel, kernel_init=init, dtype=self.dtype, name=name)(x)
       if not last:  # ReLU + dropout on every FC layer but the last.
         x = nn.relu(x)

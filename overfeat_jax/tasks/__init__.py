@@ -16,12 +16,13 @@ from types import ModuleType
 import ml_collections
 
 from overfeat_jax.errors import ConfigError
+from overfeat_jax.tasks import classification, faster_rcnn, localization
 from overfeat_jax.tasks.base import Stage
-from overfeat_jax.tasks import classification, faster_rcnn
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
     "faster_rcnn": faster_rcnn,
+    "localization": localization,
 }
 
 

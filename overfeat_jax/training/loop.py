@@ -1,11 +1,13 @@
 """The generic training loop: mesh, one jitted step, progress, checkpoints, resume, graceful stop.
 
 It knows nothing of a particular model: a `tasks.base.Task` supplies the parameters' init, the loss and
-the data (`run` picks the task module of `config.task` and asks it for one). Everything a run
-makes goes into `workdir` (DESIGN "Conventions"): `config.json`, `metrics.jsonl`, `checkpoints/`.
-Rerunning the same command resumes from the newest intact checkpoint, data position included; one run
-at a time holds a workdir (`workdir.WorkdirLock`), and a resume may change only what
-`run_config` allows.
+the data (`run` picks the task module of `config.task` and asks it for one), and the entry point may
+pass an evaluation to run every `train.eval_every` steps (training never imports evaluation).
+Everything a run makes goes into `workdir` (DESIGN "Conventions"): `config.json`, `run_info.json`,
+`metrics.jsonl` and TensorBoard event files (`metrics_writer`), `checkpoints/`. Rerunning the same
+command resumes from the newest intact checkpoint, data position included; one run at a time holds a
+workdir (`workdir.WorkdirLock`), and a resume may change only what `run_config` allows. A run ends
+with one summary line: the step, the last loss (and evaluation), where the checkpoints and metrics are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 from typing import Any, Callable, TextIO
 
 import jax
@@ -22,6 +25,8 @@ import ml_collections
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax import mesh as mesh_lib
+from overfeat_jax import metrics_writer
+from overfeat_jax import run_info
 from overfeat_jax import tasks
 from overfeat_jax.config import validate_config
 from overfeat_jax.errors import ConfigError, ParamsNotFiniteError
@@ -34,6 +39,11 @@ from overfeat_jax.training import steps as steps_lib
 from overfeat_jax.training.interrupt import StopRequest
 from overfeat_jax.training.state import TrainState
 from overfeat_jax.training.workdir import WorkdirLock
+
+
+# (replicated params, step) -> {"eval/...": value}, the headline metric first (the summary line quotes
+# it); called on every process, which all take part in the evaluation.
+EvalFn = Callable[[Any, int], dict[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +98,7 @@ def _start(config: ml_collections.ConfigDict, workdir: str, task: Task,
   step = int(state.step)
   if jax.process_index() == 0:
     run_config.save(workdir, config, step=step, changes=changes)
+    run_info.record(workdir, command="train", step=step)
   if out:
     print(f"{'resuming from' if step else 'starting at'} step {step}/{num_steps} "
           f"({task.steps_per_epoch} steps per epoch, global batch {config.input.batch_size} on "
@@ -109,20 +120,45 @@ def _check_params_finite(state: TrainState, step: int, checkpoints: checkpoint_l
         "gradient in the loss")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainResult:
+def _summary(step: int, num_steps: int, stopped_by: int | None, workdir: str,
+             metrics: metrics_writer.MetricsWriter, checkpoints: checkpoint_lib.TrainCheckpoints,
+             headline: str | None) -> str:
+  """The run's last line: where it ended, the newest loss (and headline evaluation), where things are."""
+  stopped = f" (stopped by {signal.Signals(stopped_by).name})" if stopped_by else ""
+  parts = [f"step {step}/{num_steps}{stopped}"]
+  for key in ("loss", headline):
+    newest = metrics.newest(key) if key else None
+    if newest is not None:
+      parts.append(f"{key} {newest[1]:.4g} (step {newest[0]})")
+  where = f"checkpoints in {checkpoints.directory}; metrics in {os.path.abspath(metrics.path)}"
+  if metrics.events_path:
+    where += f" and TensorBoard (tensorboard --logdir {os.path.abspath(workdir)})"
+  return "done: " + ", ".join(parts) + "; " + where
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
+          evaluate: EvalFn | None = None) -> TrainResult:
   """Trains `task` for `train.max_steps` or `train.num_epochs` epochs, resuming from `workdir`.
 
   Reads config.seed, config.input.batch_size, config.optimizer, config.train and (for the resume
   check, `run_config`) the whole config. Prints progress on process 0, which holds the workdir's lock
-  (`workdir.WorkdirLock`) for the whole run.
+  (`workdir.WorkdirLock`) for the whole run. With config.train.eval_every > 0, `evaluate` runs after
+  every eval_every-th step (not at a stop by signal), before that step's checkpoint (a kill during it
+  redoes it on resume); its values are logged at that step as the training metrics are, and its time
+  is left out of img/s.
   Raises:
-    ConfigError: the global batch does not split over the devices, or a bad train/optimizer value.
+    ConfigError: the global batch does not split over the devices, a bad train/optimizer value, or
+      train.eval_every > 0 without an `evaluate`.
     WorkdirError: the workdir is a file, cannot be written (read-only, full) or is in use by another run.
     CheckpointError: the workdir holds checkpoints of a different model or config, none of them is
       intact, or a save failed (the newest complete checkpoint is left as it was).
     LossNotFiniteError, ParamsNotFiniteError: the loss or a parameter became NaN/Inf (names the step;
       nothing non-finite is saved).
   """
+  eval_every = config.train.eval_every
+  if eval_every and evaluate is None:
+    raise ConfigError(f"config.train.eval_every={eval_every} but no evaluation was given to the training "
+                      "loop (train.py passes evaluation.run.periodic_evaluation(config))")
   is_chief = jax.process_index() == 0
   out = sys.stdout if is_chief else None
   mesh = mesh_lib.make_mesh()
@@ -148,19 +184,29 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                                   num_steps, out)
     step = int(state.step)
     train_step = steps_lib.compile_train_step(task.loss_fn, tx, schedule, mesh)
-    log = progress_lib.ProgressLog(workdir if is_chief else None, total_steps=num_steps,
+    metrics = held.enter_context(metrics_writer.MetricsWriter(
+        workdir, resume_step=step, tensorboard=config.train.tensorboard))
+    log = progress_lib.ProgressLog(metrics, total_steps=num_steps,
                                    images_per_step=config.input.batch_size, start_step=step, stream=out)
-    stopped_by = None
+    stopped_by, headline = None, None
     with StopRequest() as stop:
       while step < num_steps:
         batch = mesh_lib.to_global(next(data_iterator), mesh)
-        state, metrics = train_step(state, batch, dropout_rng)
+        state, step_metrics = train_step(state, batch, dropout_rng)
         stop.arm()  # the first step is compiled: from now on a signal saves, then stops
         step += 1
-        log.record(step, metrics)
+        log.record(step, step_metrics)
         stopping = _stop_requested(stop)
         if step % config.train.log_every == 0 or step == num_steps or stopping:
           log.flush(step)
+        if eval_every and step % eval_every == 0 and not stopping:
+          log.check_finite()  # never evaluate (and log) a diverged state
+          jax.block_until_ready(state)  # the steps before it are not the evaluation's time
+          started = time.perf_counter()
+          values = evaluate(state.params, step)
+          metrics.write(step, values)
+          headline = next(iter(values), None)
+          log.exclude(time.perf_counter() - started)
         if step % config.train.checkpoint_every == 0 or step == num_steps or stopping:
           log.check_finite()  # never save NaN parameters
           _check_params_finite(state, step, checkpoints)
@@ -173,11 +219,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainR
                   file=out, flush=True)
           break
       checkpoints.close()  # waits for the last save, still under StopRequest: a Ctrl-C does not lose it
+    if out:
+      print(_summary(step, num_steps, stopped_by, workdir, metrics, checkpoints, headline), file=out,
+            flush=True)
   return TrainResult(state=state, step=step, stopped_by=stopped_by)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-  """Validates `config` and trains its task (`config.task`) in `workdir`: what train.py runs.
+def run(config: ml_collections.ConfigDict, workdir: str, *, evaluate: EvalFn | None = None) -> TrainResult:
+  """Validates `config` and trains its task (`config.task`) in `workdir`: what train.py runs, with
+  `evaluate` from `evaluation.run.periodic_evaluation(config)` (see `train`).
 
   A task of several stages (`tasks.training_stages`) trains them in order, each in its own
   directory under `workdir`; a rerun passes quickly over the finished ones and resumes the one it
@@ -193,7 +243,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   for number, stage in enumerate(stages, 1):
     if len(stages) > 1 and jax.process_index() == 0:
       print(f"stage {number}/{len(stages)}: {stage.name} (in {stage.workdir})", flush=True)
-    result = train(config, stage.workdir, stage.make_task())
+    result = train(config, stage.workdir, stage.make_task(), evaluate=evaluate)
     if result.stopped_by is not None:  # stopped by a signal: the next stages wait for a rerun
       break
   return result

@@ -90,4 +90,3 @@ def only_trainable(tx: optax.GradientTransformation,
     return jax.tree.map(lambda t: "trainable" if t else "frozen", trainable(params))
 
   return optax.multi_transform({"trainable": tx, "frozen": _frozen()}, labels)
-

@@ -1,4 +1,6 @@
-"""Training progress: a line on stdout and a JSON object in `metrics.jsonl` every `train.log_every` steps.
+"""Training progress: every `train.log_every` steps, a line on stdout and one record of the means since
+the last one (the loss, every term the task's loss_fn returns, the learning rate, img/s) through the
+run's `MetricsWriter` (metrics.jsonl and TensorBoard).
 
 Step metrics stay on the device until a log (or a checkpoint) fetches them, so the loop does not
 synchronise every step; the fetch also checks every pending loss for NaN/Inf and names the first
@@ -8,19 +10,15 @@ bad step (STYLE "Take" 3).
 from __future__ import annotations
 
 import datetime
-import json
 import math
-import os
 import time
 from typing import Any, TextIO
 
 import jax
 import numpy as np
 
-from overfeat_jax import files
 from overfeat_jax.errors import LossNotFiniteError
-
-METRICS_FILE = "metrics.jsonl"
+from overfeat_jax.metrics_writer import MetricsWriter
 
 
 def format_duration(seconds: float) -> str:
@@ -28,52 +26,31 @@ def format_duration(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(max(0.0, seconds))))
 
 
-def drop_records_after(path: str, step: int) -> None:
-  """Keeps the records of `path` up to `step` (a resumed run logs the later steps again).
-
-  After a kill, metrics.jsonl may hold steps past the checkpoint the run resumes from, and a last
-  line cut short; both are dropped so that the file reads as one uninterrupted run.
-  Raises:
-    WorkdirError: the file cannot be rewritten (it is left as it was).
-  """
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = f.read().splitlines()
-  kept = []
-  for line in lines:
-    try:
-      if json.loads(line)["step"] <= step:
-        kept.append(line)
-    except (ValueError, KeyError, TypeError):
-      continue
-  if len(kept) != len(lines):
-    files.replace_file(path, "".join(line + "\n" for line in kept))
-
-
 class ProgressLog:
   """Collects per-step metrics and reports them.
 
   Args:
-    workdir: where `metrics.jsonl` is appended (None: print only).
+    writer: where the records go (its `active` is False on processes other than 0).
     total_steps: the step count the run ends at (for "step k/total" and the ETA).
     images_per_step: the global batch size (for img/s).
-    start_step: the step the run starts (or resumes) from.
+    start_step: the step the run starts (or resumes) from (the writer has dropped later records).
     stream: where progress lines go (None: nowhere, e.g. on processes other than 0).
   """
 
-  def __init__(self, workdir: str | None, *, total_steps: int, images_per_step: int, start_step: int,
+  def __init__(self, writer: MetricsWriter, *, total_steps: int, images_per_step: int, start_step: int,
                stream: TextIO | None):
-    self.path = None if workdir is None else os.path.join(workdir, METRICS_FILE)
+    self.writer = writer
     self.total_steps = total_steps
     self.images_per_step = images_per_step
     self.stream = stream
     self._pending: list[tuple[int, dict[str, Any]]] = []  # (step, metrics): device or host scalars
-    if self.path is not None:
-      drop_records_after(self.path, start_step)
     self._last_step = start_step
     self._last_time = time.perf_counter()
     self._start_time = self._last_time
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (e.g. an evaluation between two steps) out of the next img/s and ETA."""
+    self._last_time += seconds
 
   def record(self, step: int, metrics: dict[str, jax.Array]) -> None:
     """Keeps the metrics of the update that brought the state to `step` (no device sync)."""
@@ -95,7 +72,7 @@ class ProgressLog:
 
     Raises:
       LossNotFiniteError: a pending loss is NaN or Inf.
-      WorkdirError: metrics.jsonl cannot be appended to (e.g. the disk is full).
+      WorkdirError: metrics.jsonl or the event file cannot be written (e.g. the disk is full).
     """
     if not self._pending:
       return None
@@ -114,8 +91,7 @@ class ProgressLog:
     eta = (self.total_steps - step) * elapsed / max(steps_done, 1)
     self._pending.clear()
     self._last_step, self._last_time = step, now
-    if self.path is not None:
-      files.append_line(self.path, json.dumps(record))
+    self.writer.write(step, {name: value for name, value in record.items() if name != "step"})
     if self.stream is not None:
       extras = "".join(f"  {name} {record[name]:.4f}" for name in names
                        if name not in ("loss", "learning_rate"))
