@@ -46,7 +46,7 @@ import optax
 
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models.backbones import Backbone
-from overfeat_jax.models.overfeat import _kernel_init
+from overfeat_jax.models.overfeat import weight_initializer
 from overfeat_jax.ops import anchors as make_anchors
 from overfeat_jax.ops.boxes import RPN_WEIGHTS, encode_boxes
 from overfeat_jax.ops.proposals import Detections, Proposals, detect, propose
@@ -255,7 +255,7 @@ class BoxHead(nn.Module):
     dense = dict(bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32)
     x = pooled.reshape(batch, rois, -1).astype(self.dtype)
     for name in ("fc6", "fc7"):
-      x = nn.relu(nn.Dense(self.hidden, kernel_init=_kernel_init(self.weight_init), name=name,
+      x = nn.relu(nn.Dense(self.hidden, kernel_init=weight_initializer(self.weight_init), name=name,
                            **dense)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     columns = self.num_classes + 1

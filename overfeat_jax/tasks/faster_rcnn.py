@@ -38,6 +38,7 @@ from overfeat_jax.errors import CheckpointError
 from overfeat_jax.models import pretrained
 from overfeat_jax.models.backbones import Backbone, build_backbone, frozen_mask
 from overfeat_jax.models.faster_rcnn import FasterRCNN, Losses, Settings, init_params, params_template
+from overfeat_jax.models.overfeat import COMPUTE_DTYPES
 from overfeat_jax.tasks.base import Batch, LossFn, Stage, Task
 
 SHARED = "shared"  # the backbone's subtree of the parameters (models/faster_rcnn.py)
@@ -80,7 +81,7 @@ def model_from_config(config: ml_collections.ConfigDict) -> FasterRCNN:
   """The FasterRCNN module of config.faster_rcnn / config.model for config.dataset's classes."""
   return FasterRCNN(backbone_from_config(config), settings_from_config(config),
                     weight_init=config.model.init, dropout_rate=config.model.dropout_rate,
-                    dtype=jnp.dtype(config.model.compute_dtype))
+                    dtype=COMPUTE_DTYPES[config.model.compute_dtype])
 
 
 def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
