@@ -7,6 +7,8 @@ paper's Table 2 (naming the checkpoint step), then writes it to <workdir>/eval/m
 (eval/metrics.jsonl, TensorBoard events, eval/run_info.json) and prints a summary line.
 --pictures N (short for --config.eval.pictures=N, which it overrides) then draws the first N images
 of the eval split with what the evaluator saw in them, as PNGs in <workdir>/eval/pictures/.
+Other tasks (config.task) print their own tables: Faster R-CNN (configs/faster_rcnn_*.py) the
+per-class AP table, COCO's summary and the recall-vs-proposals table.
 Ctrl-C or SIGTERM stops it at once (status 130 / 143).
 """
 
