@@ -49,12 +49,12 @@ def get_config():
   f.backbone_init = "classifier"
   f.backbone_weights = "workdirs/quickstart"  # configs/quickstart.py's --workdir
   f.training = "approximate_joint"
-  f.anchor_sizes = (12, 17, 24, 34, 48)
-  f.anchor_ratios = (1.0, 1.5, 2.25)
+  f.anchor_sizes = (11, 16, 23, 32, 45)
+  f.anchor_ratios = (1.0, 1.6, 2.6, 4.2)
   f.rpn_channels = 0  # the backbone's 128
   f.rpn_lambda = 10.0  # the paper's lambda and N_reg (37 x 37 positions on a 160x160 canvas)
   f.rpn_reg_normalizer = "positions"
-  f.train_pre_nms = 2000  # a 160x160 canvas has 37 x 37 x 15 = 20,535 anchors
+  f.train_pre_nms = 2000  # a 160x160 canvas has 37 x 37 x 20 = 27,380 anchors
   f.train_post_nms = 300
   f.proposal_min_size = 4.0
   f.roi_op = "align"
@@ -62,8 +62,8 @@ def get_config():
   f.head_hidden = 256
   f.num_rois = 64
   f.bg_iou = (0.0, 0.5)  # end-to-end training (SPEC B4)
-  f.test.pre_nms = 1000
-  f.test.post_nms = 100
+  f.test.pre_nms = 2000
+  f.test.post_nms = 300
   f.test.recall_proposals = (10, 50, 100, 300)
   config.optimizer.learning_rate = 0.02
   config.optimizer.momentum = 0.9

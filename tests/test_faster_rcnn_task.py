@@ -173,7 +173,7 @@ def test_recall_accumulator_against_a_hand_count():
 def test_vgg16_starts_from_torchvision_weights_and_keeps_its_first_four_convs(
     digits_detection_data_dir, tmp_path):
   # The paper-size VGG-16 from a torchvision-layout file, trained 2 steps: conv1_1 ... conv2_2 are the
-  # file's weights bit for bit at every checkpoint (the optimizer leaves them alone), conv3_1 moves.
+  # file's weights bit for bit (the optimizer leaves them alone), conv3_1 moved a little from them.
   weights = random_vgg16.state_dict()
   path = str(tmp_path / "vgg16.safetensors")
   save_file(weights, path)
@@ -181,20 +181,21 @@ def test_vgg16_starts_from_torchvision_weights_and_keeps_its_first_four_convs(
                        backbone_weights=path, anchor_sizes=(32, 64), rpn_channels=8, roi_size=2)
   config.model.width = 1.0
   config.input.batch_size = 2
+  config.train.checkpoint_every = 2  # the last step only (a paper-size VGG-16 is 59 MB a copy)
   workdir = str(tmp_path / "vgg")
   loop.run(config, workdir)
   template = task.params_template(task.model_from_config(config))
-  steps = []
-  for step in (1, 2):
-    params, _ = checkpoint_io.restore_params(workdir, template, step=step)
-    steps.append(jax.device_get(params["shared"]))
+  params, step = checkpoint_io.restore_params(workdir, template)
+  shared = jax.device_get(params["shared"])
+  assert step == 2
   for name, index in (("conv1_1", 0), ("conv1_2", 2), ("conv2_1", 5), ("conv2_2", 7)):
-    for params in steps:
-      np.testing.assert_array_equal(params[name]["kernel"],
-                                    weights[f"features.{index}.weight"].transpose(2, 3, 1, 0))
-      np.testing.assert_array_equal(params[name]["bias"], weights[f"features.{index}.bias"])
-  assert not np.array_equal(steps[1]["conv3_1"]["kernel"], weights["features.10.weight"].transpose(2, 3, 1, 0))
-  assert not np.array_equal(steps[0]["conv3_1"]["kernel"], steps[1]["conv3_1"]["kernel"])
+    np.testing.assert_array_equal(shared[name]["kernel"],
+                                  weights[f"features.{index}.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(shared[name]["bias"], weights[f"features.{index}.bias"])
+  # conv3_1 started from the file too (the first step's output was the file's network's) and moved.
+  kernel = weights["features.10.weight"].transpose(2, 3, 1, 0)
+  assert not np.array_equal(shared["conv3_1"]["kernel"], kernel)
+  assert np.mean(np.abs(shared["conv3_1"]["kernel"] - kernel)) < 0.1 * np.mean(np.abs(kernel))
 
 
 def test_trainable_masks_only_the_frozen_layers():

@@ -30,7 +30,10 @@ Choices where the paper leaves one:
 Training schemes (SPEC B5), `losses(..., joint=...)`: approximate joint training (joint=False) feeds
 the detector `stop_gradient(proposals)`; exact joint training (joint=True) lets the detector loss
 reach the RPN's delta layer through the proposal coordinates — only RoIAlign is differentiable in
-them (RoI max pooling rounds the coordinates), so `joint` requires roi_op "align".
+them (RoI max pooling rounds the coordinates), so `joint` requires roi_op "align". 4-step
+alternating training computes one half at a time (`losses(..., rpn=..., detector=...)`), its step 2
+on another network's proposals (`train_proposals`, passed as `proposals=`); tasks/faster_rcnn.py
+runs the steps.
 """
 
 from __future__ import annotations
