@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-5  # L2 weight decay added to the gradient (paper: 1e-5).
   c.optimizer.warmup_epochs = 0.0  # Linear warm-up of the learning rate from 0 over this many epochs.
   c.optimizer.halve_at_epochs = (6, 9, 11)  # Halve the learning rate after these epochs (paper: 30,50,60,70,80).
+  # The factor applied to the learning rate after each of those epochs: 0.5 halves it (OverFeat,
+  # SPEC A3); Faster R-CNN divides it by 10 (SPEC B5: 1e-3 -> 1e-4).
+  c.optimizer.decay_factor = 0.5
 
   c.train = ml_collections.ConfigDict()
   c.train.num_epochs = 12  # Training length in epochs of the train split.
@@ -179,6 +182,59 @@ def base_config() -> ml_collections.ConfigDict:
   # gives >= min_window_score; each such class then keeps a copy of the same box).
   c.detection.top_class_only = False
   c.detection.max_detections = 100  # Merged boxes kept per image (the highest confidences; COCO's 100).
+  # Faster R-CNN (config.task = "faster_rcnn", SPEC Part B; models/faster_rcnn.py). The backbone's
+  # width, initialisation, the head's dropout and the compute dtype come from config.model (width,
+  # init, dropout_rate, compute_dtype; stem_kernel / stem_stride for the overfeat_* backbones only).
+  # Ground-truth boxes marked difficult (VOC) or crowd (COCO) are not trained on (py-faster-rcnn).
+  c.faster_rcnn = f = ml_collections.ConfigDict()
+  f.backbone = "vgg16"  # One of models.backbones.BACKBONE_NAMES: vgg16, zf, overfeat_fast/_accurate, tiny.
+  # Where the backbone's weights start (SPEC B5: ImageNet): "none" (config.model.init), "torchvision"
+  # (torchvision's VGG-16 state_dict as a safetensors file, models/pretrained.py; vgg16 at width 1)
+  # or "classifier" (a classification run's work directory; overfeat_* backbones of its model).
+  f.backbone_init = "none"
+  f.backbone_weights = ""  # The safetensors file or the classification workdir of backbone_init.
+  # SPEC B5: "approximate_joint" (proposals are constants), "joint" (gradients through the proposal
+  # coordinates; needs roi_op "align") or "alternating" (4 stages, faster_rcnn.alternating).
+  f.training = "approximate_joint"
+  f.anchor_sizes = (128, 256, 512)  # Anchor sizes, sqrt of the area in network-input pixels (SPEC B1).
+  f.anchor_ratios = (0.5, 1.0, 2.0)  # Anchor aspect ratios, height / width (SPEC B1).
+  f.rpn_channels = 0  # The RPN's 3x3 conv width; 0 = the backbone's channels (512 VGG-16, 256 ZF).
+  f.rpn_batch = 256  # Anchors sampled per image for the RPN loss (SPEC B2).
+  f.rpn_positive_fraction = 0.5  # At most this fraction of them positive (1:1).
+  f.rpn_pos_iou = 0.7  # Anchor positive above this IoU with a ground-truth box (or its best anchor).
+  f.rpn_neg_iou = 0.3  # Anchor negative below this IoU with every ground-truth box.
+  f.rpn_lambda = 10.0  # lambda, the weight of the RPN's box loss (SPEC B2).
+  # N_reg of the RPN's box loss: "positions" (anchor positions h * w, the paper's ~2,400) or
+  # "samples" (the sampled anchors, 256; SPEC B2: "also fine").
+  f.rpn_reg_normalizer = "positions"
+  f.train_pre_nms = 12000  # Training proposals: the top N by objectness before NMS (SPEC B3) ...
+  f.train_post_nms = 2000  # ... and kept after it.
+  f.proposal_nms_iou = 0.7  # NMS IoU of the proposal layer (training and test).
+  # Proposals narrower or shorter than this many ORIGINAL-image pixels are dropped (py-faster-rcnn:
+  # 16, times the resize factor in network-input pixels).
+  f.proposal_min_size = 16.0
+  f.roi_op = "pool"  # "pool" (RoI max pooling, the paper) or "align" (RoIAlign, bilinear).
+  f.roi_size = 7  # RoI pooling output p x p (SPEC B4: 7 for VGG-16, 6 for ZF).
+  f.roi_sampling_ratio = 2  # RoIAlign samples per bin and axis (<= 0: adaptive, as torchvision).
+  f.head_hidden = 4096  # Width of the detector's two FC layers (SPEC B4: 4096 for VGG-16).
+  f.num_rois = 128  # Training RoIs per image (SPEC B4) ...
+  f.fg_fraction = 0.25  # ... at most this fraction foreground ...
+  f.fg_iou = 0.5  # ... (IoU >= this with a ground-truth box) ...
+  f.bg_iou = (0.1, 0.5)  # ... background IoU range [low, high) ((0.0, 0.5) for COCO / end-to-end).
+  f.detector_lambda = 1.0  # Weight of the detector's box loss.
+  # Test time (may change when a run resumes).
+  f.test = ml_collections.ConfigDict()
+  f.test.pre_nms = 6000  # Test proposals before NMS (SPEC B3) ...
+  f.test.post_nms = 300  # ... and after it: what the detector sees.
+  f.test.score_threshold = 0.05  # Detections: class probability above this (SPEC B4) ...
+  f.test.nms_iou = 0.3  # ... per-class NMS IoU ...
+  f.test.max_detections = 100  # ... at most this many per image.
+  # evaluate.py's recall-vs-proposals table (SPEC B6): recall of the ground truth by the top N test
+  # proposals at each IoU.
+  f.test.recall_proposals = (50, 100, 300, 1000, 2000)
+  f.test.recall_ious = (0.5, 0.7)
+  f.test.picture_proposals = 20  # Proposals drawn per picture (evaluate.py --pictures) ...
+  f.test.picture_score = 0.5  # ... and the detections scoring at least this.
   return c
 
 
@@ -222,6 +278,65 @@ def paper_imagenet_config() -> ml_collections.ConfigDict:
   c.eval.multi_scales = (0, 1, 2, 3, 4, 5)
   return c
 
+
+def paper_faster_rcnn_config() -> ml_collections.ConfigDict:
+  """Faster R-CNN's PASCAL VOC 2007 recipe (SPEC B1-B5) shared by the VGG-16 and ZF configs.
+
+  VOC07 trainval -> test; approximate joint training; one image per mini-batch, short side 600
+  (long side <= 1000), random flips (the paper's doubled training set); SGD momentum 0.9, weight
+  decay 5e-4, lr 1e-3 for 60k mini-batches then 1e-4 for 20k (trainval's 5,011 images: 12 + 4
+  epochs); 256 anchors of 128^2, 256^2, 512^2 x 1:2, 1:1, 2:1 and 128 RoIs (25% foreground,
+  background IoU [0, 0.5) as end-to-end training) per image; proposals 12000 -> 2000 in training, 6000 -> 300 at test; per-class NMS 0.3, score 0.05,
+  100 detections. The caller sets the backbone, its weights, the RPN width and the RoI size.
+  """
+  config = base_config()
+  config.task = "faster_rcnn"
+  config.dataset.name = "voc/2007"
+  config.dataset.num_classes = 20
+  config.dataset.train_split = "train+validation"  # VOC07 trainval
+  config.dataset.eval_split = "test"
+  config.dataset.prepare = False  # built beforehand with `tfds build`
+  config.input.min_size = 600
+  config.input.max_size = 1000
+  config.input.aspect_buckets = (1.25, 1.6, 2.0)  # VOC is mostly 4:3 and 3:2, landscape and portrait
+  config.input.random_flip = True
+  config.input.batch_size = 1  # one image per mini-batch
+  config.input.eval_batch_size = 1
+  config.input.max_boxes = 64  # VOC07 has at most 42 objects per image
+  config.input.num_workers = 4
+  config.model.width = 1.0
+  config.model.init = "paper"  # N(0, 0.01^2) for the new layers (SPEC B2)
+  config.model.dropout_rate = 0.5
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.momentum = 0.9
+  config.optimizer.dampening = 0.0
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.halve_at_epochs = (12,)  # 60k of 80k mini-batches
+  config.optimizer.decay_factor = 0.1
+  config.train.num_epochs = 16
+  config.train.log_every = 100
+  config.train.checkpoint_every = 5000
+  f = config.faster_rcnn
+  f.training = "approximate_joint"
+  f.anchor_sizes = (128, 256, 512)
+  f.anchor_ratios = (0.5, 1.0, 2.0)
+  f.rpn_batch = 256
+  f.rpn_lambda = 10.0
+  f.rpn_reg_normalizer = "positions"
+  f.train_pre_nms = 12000
+  f.train_post_nms = 2000
+  f.proposal_min_size = 16.0
+  f.roi_op = "pool"
+  f.num_rois = 128
+  f.fg_fraction = 0.25
+  f.bg_iou = (0.0, 0.5)  # end-to-end training (SPEC B4; py-faster-rcnn's end2end BG_THRESH_LO)
+  f.test.pre_nms = 6000
+  f.test.post_nms = 300
+  f.test.score_threshold = 0.05
+  f.test.nms_iou = 0.3
+  f.test.max_detections = 100
+  return config
 
 
 # The preprocessing of the weights OverFeat's authors released (overfeat_jax/models/released_weights.py,
@@ -287,7 +402,55 @@ def _scales_ok(scales) -> bool:
   return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
 
 
-TASKS = ("classification", "localization", "detection")  # overfeat_jax.tasks.TASKS holds one module per name.
+# overfeat_jax.tasks.TASKS holds one module per name.
+TASKS = ("classification", "localization", "detection", "faster_rcnn")
+
+
+def _sizes_ok(values) -> bool:
+  return len(values) > 0 and all(v > 0 for v in values)
+
+
+def _count_list_ok(values) -> bool:
+  return len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+_FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "faster_rcnn.backbone": _one_of("vgg16", "zf", "overfeat_fast", "overfeat_accurate", "tiny"),
+    "faster_rcnn.backbone_init": _one_of("none", "torchvision", "classifier"),
+    "faster_rcnn.training": _one_of("approximate_joint", "joint", "alternating"),
+    "faster_rcnn.anchor_sizes": (_sizes_ok, "expected a non-empty list of positive sizes"),
+    "faster_rcnn.anchor_ratios": (_sizes_ok, "expected a non-empty list of positive ratios"),
+    "faster_rcnn.rpn_channels": (_non_negative, "expected >= 0 (0 = the backbone's channels)"),
+    "faster_rcnn.rpn_batch": (_positive, "expected > 0"),
+    "faster_rcnn.rpn_positive_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "faster_rcnn.rpn_pos_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "faster_rcnn.rpn_neg_iou": (lambda v: 0.0 <= v <= 1.0, "expected in [0, 1]"),
+    "faster_rcnn.rpn_lambda": (_non_negative, "expected >= 0"),
+    "faster_rcnn.rpn_reg_normalizer": _one_of("positions", "samples"),
+    "faster_rcnn.train_pre_nms": (_positive, "expected > 0"),
+    "faster_rcnn.train_post_nms": (_positive, "expected > 0"),
+    "faster_rcnn.proposal_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = no NMS)"),
+    "faster_rcnn.proposal_min_size": (_non_negative, "expected >= 0"),
+    "faster_rcnn.roi_op": _one_of("pool", "align"),
+    "faster_rcnn.roi_size": (_positive, "expected > 0"),
+    "faster_rcnn.head_hidden": (_positive, "expected > 0"),
+    "faster_rcnn.num_rois": (_positive, "expected > 0"),
+    "faster_rcnn.fg_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "faster_rcnn.fg_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "faster_rcnn.bg_iou": (lambda v: len(v) == 2 and 0.0 <= v[0] <= v[1] <= 1.0,
+                           "expected (low, high) with 0 <= low <= high <= 1"),
+    "faster_rcnn.detector_lambda": (_non_negative, "expected >= 0"),
+    "faster_rcnn.test.pre_nms": (_positive, "expected > 0"),
+    "faster_rcnn.test.post_nms": (_positive, "expected > 0"),
+    "faster_rcnn.test.score_threshold": (lambda v: 0.0 <= v < 1.0, "expected in [0, 1)"),
+    "faster_rcnn.test.nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
+    "faster_rcnn.test.max_detections": (_positive, "expected > 0"),
+    "faster_rcnn.test.recall_proposals": (_count_list_ok, "expected a non-empty list of counts > 0"),
+    "faster_rcnn.test.recall_ious": (lambda v: len(v) > 0 and all(0.0 < x <= 1.0 for x in v),
+                                     "expected a non-empty list of IoUs in (0, 1]"),
+    "faster_rcnn.test.picture_proposals": (_non_negative, "expected >= 0"),
+    "faster_rcnn.test.picture_score": (lambda v: 0.0 <= v <= 1.0, "expected in [0, 1]"),
+}
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task": _one_of(*TASKS),
@@ -361,6 +524,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "detection.max_boxes_per_class": (_positive, "expected >= 1"),
     "detection.max_detections": (_positive, "expected >= 1"),
     "detection.top_class_only": (lambda v: isinstance(v, bool), "expected True or False"),
+    "optimizer.decay_factor": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (0.5 halves)"),
+    **_FASTER_RCNN_RULES,
 }
 
 
@@ -371,7 +536,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.distributed", "train.eval_every",
                      "train.eval_num_examples", "train.tensorboard", "input.num_workers", "input.prefetch",
-                     "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval")
+                     "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval",
+                     "faster_rcnn.test")
 
 
 def resume_may_change(key: str) -> bool:
@@ -438,6 +604,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config.detection.max_background_coverage <= config.detection.min_coverage,
             "detection.max_background_coverage",
             f"must be <= detection.min_coverage={config.detection.min_coverage}")
+  if config.task == "faster_rcnn":
+    _validate_faster_rcnn(config, require)
+
+
+def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[..., None]) -> None:
+  """The Faster R-CNN rules between keys."""
+  f = config.faster_rcnn
+  require(f.rpn_neg_iou <= f.rpn_pos_iou, "faster_rcnn.rpn_neg_iou",
+          f"must be <= faster_rcnn.rpn_pos_iou={f.rpn_pos_iou}")
+  require(f.training != "joint" or f.roi_op == "align", "faster_rcnn.training",
+          "exact joint training needs faster_rcnn.roi_op='align' (RoI max pooling has no gradient in "
+          "the box coordinates)")
+  require(f.backbone_init == "none" or bool(f.backbone_weights), "faster_rcnn.backbone_weights",
+          f"faster_rcnn.backbone_init={f.backbone_init!r} needs the file or work directory to read")
+  require(f.backbone_init != "torchvision" or f.backbone == "vgg16", "faster_rcnn.backbone_init",
+          f"torchvision's weights are VGG-16's, not faster_rcnn.backbone={f.backbone!r}'s")
+  require(f.backbone_init != "classifier" or f.backbone.startswith("overfeat_"), "faster_rcnn.backbone_init",
+          f"a classifier's extractor fits the overfeat_* backbones, not faster_rcnn.backbone={f.backbone!r}")
 
 
 def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

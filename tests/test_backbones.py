@@ -206,3 +206,14 @@ def test_too_small_inputs_and_unknown_names():
     backbones.build_backbone("resnet50")
   with pytest.raises(ValueError, match="OverFeat backbones only"):
     backbones.build_backbone("vgg16", stem_kernel=3)
+
+
+def test_tiny_backbone():
+  # Four 3x3 convs 3-32-64-128-128, 2x2 pools after the first three: stride 8; cell (i, j) centred
+  # on pixel (8 i + 4, 8 j + 4) (the receptive-field test above checks the centre by lit columns).
+  tiny = backbones.build_backbone("tiny")
+  assert param_count(abstract_params(tiny)) == conv_params(
+      [(3, 3, 32), (3, 32, 64), (3, 64, 128), (3, 128, 128)]) == 240_832
+  assert (tiny.stride, tiny.channels, tiny.receptive_field_center) == (8, 128, 4.0)
+  assert tiny.map_size(160, 192) == (20, 24) and tiny.frozen_layers == ()
+  assert backbones.build_backbone("tiny", 0.25).name == "tiny-w0.25"

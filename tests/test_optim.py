@@ -115,3 +115,11 @@ def test_decay_mask_selects_kernels():
             "fc": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros((2,))}}
   assert optim.decay_mask(params) == {"conv": {"kernel": True, "bias": False},
                                       "fc": {"kernel": True, "bias": False}}
+
+
+def test_schedule_with_another_decay_factor():
+  # Faster R-CNN's schedule (SPEC B5): 1e-3, divided by 10 after epoch 12 (of 16 steps each).
+  schedule = optim.learning_rate_schedule(
+      opt_config(learning_rate=1e-3, halve_at_epochs=(12,), decay_factor=0.1), 16)
+  for step, lr in {0: 1e-3, 191: 1e-3, 192: 1e-4, 10_000: 1e-4}.items():
+    assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), step

@@ -22,25 +22,29 @@ import ml_collections
 from overfeat_jax import metrics_writer, run_info, tasks
 from overfeat_jax.config import validate_config
 from overfeat_jax.errors import ConfigError
-from overfeat_jax.evaluation import classification, detection_overfeat, localization, outputs
+from overfeat_jax.evaluation import classification, detection_overfeat, faster_rcnn, localization, outputs
 
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification.evaluate,
+    "faster_rcnn": faster_rcnn.evaluate,
     "localization": localization.evaluate,
     "detection": detection_overfeat.evaluate,
 }
 SCALARS: dict[str, Callable[[dict[str, Any]], dict[str, float]]] = {
     "classification": classification.scalars,
+    "faster_rcnn": faster_rcnn.scalars,
     "localization": localization.scalars,
     "detection": detection_overfeat.scalars,
 }
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "classification": classification.summary,
+    "faster_rcnn": faster_rcnn.summary,
     "localization": localization.summary,
     "detection": detection_overfeat.summary,
 }
 PERIODIC: dict[str, Callable[[ml_collections.ConfigDict], Callable[[Any, int], dict[str, float]]]] = {
     "classification": classification.periodic_evaluation,
+    "faster_rcnn": faster_rcnn.periodic_evaluation,
 }
 
 

@@ -1,7 +1,7 @@
 """Faster R-CNN backbones (SPEC B1): one NHWC feature map for the whole image, described as data.
 
 A `Backbone` is a frozen list of `Stage`s (a conv + ReLU, then an optional max pool), built from the
-same `ConvLayer` and `scale_channels` as the OverFeat networks (models/overfeat.py). Three are
+same `ConvLayer` and `scale_channels` as the OverFeat networks (models/overfeat.py). Four are
 known (`BACKBONE_NAMES`), each at paper size and with a width multiplier for CPU:
 
   vgg16              VGG-16 conv1_1 ... conv5_3: 13 3x3 convs (padding 1), ReLU, a 2x2/2 max pool
@@ -34,6 +34,11 @@ known (`BACKBONE_NAMES`), each at paper size and with a width multiplier for CPU
                      empty below the first pool's field of view). The parameters have the
                      extractor's own names and shapes (conv1 ... conv5 / conv6): a classifier's
                      'extractor' parameters fit as they are (models/pretrained.py). Nothing frozen.
+  tiny               not a paper network: the small CPU detector of issue 8's benchmark and of
+                     configs/faster_rcnn_quickstart.py: four 3x3 convs (padding 1) with 32, 64, 128,
+                     128 channels, a 2x2/2 max pool after each of the first three. Total stride 8,
+                     128 channels, 240,832 parameters; cell (i, j) centred on pixel (8 i + 4, 8 j + 4).
+                     Nothing frozen.
 
 Sizes follow from the stages and are computed, never stored: `stride`, `channels`, `map_size`,
 `receptive_field_center` (where anchors centred on a cell's receptive field go). `BackboneNet` is the
@@ -183,8 +188,15 @@ def overfeat_stages(arch: Architecture) -> tuple[Stage, ...]:
       for i, layer in enumerate(arch.convs))
 
 
+def _tiny_stages(width: float) -> tuple[Stage, ...]:
+  """The tiny CPU backbone (module docstring): 3x3 convs 32-64-128-128, pools after the first three."""
+  return tuple(Stage(f"conv{i}", ConvLayer(scale_channels(c, width), kernel=3, stride=1, padding=1),
+                     MaxPool(2, 2) if i < 4 else None)
+               for i, c in enumerate((32, 64, 128, 128), 1))
+
+
 VGG16_FROZEN = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
-BACKBONE_NAMES = ("vgg16", "zf") + tuple(f"overfeat_{v}" for v in PAPER_ARCHITECTURES)
+BACKBONE_NAMES = ("vgg16", "zf") + tuple(f"overfeat_{v}" for v in PAPER_ARCHITECTURES) + ("tiny",)
 
 
 def build_backbone(name: str, width: float = 1.0, *, stem_kernel: int = 0,
@@ -192,7 +204,7 @@ def build_backbone(name: str, width: float = 1.0, *, stem_kernel: int = 0,
   """A backbone by name (one of BACKBONE_NAMES), optionally narrower.
 
   Args:
-    name: "vgg16", "zf", "overfeat_fast" or "overfeat_accurate".
+    name: "vgg16", "zf", "overfeat_fast", "overfeat_accurate" or "tiny".
     width: multiplies every layer's channels (rounded half up, >= 1); 1.0 = the paper's.
     stem_kernel, stem_stride: OverFeat only: layer 1's filter size / stride as in
       `models.overfeat.build_architecture` (0 = the paper's), so that the backbone matches a
@@ -210,6 +222,8 @@ def build_backbone(name: str, width: float = 1.0, *, stem_kernel: int = 0,
     raise ValueError(f"stem_kernel / stem_stride apply to the OverFeat backbones only, not {name!r}")
   if name == "vgg16":
     return Backbone("vgg16" + suffix, _vgg16_stages(width), frozen_layers=VGG16_FROZEN)
+  if name == "tiny":
+    return Backbone("tiny" + suffix, _tiny_stages(width))
   return Backbone("zf" + suffix, _zf_stages(width))
 
 

@@ -18,6 +18,16 @@ LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
+class Stage:
+  """One training stage: a Task trained to the end in its own work directory (own checkpoints, so a
+  killed run resumes at the stage it was in). `make_task` is called when the stage starts, after the
+  stages before it are complete (it may read their checkpoints). `name` is '' for a single stage."""
+  name: str
+  workdir: str
+  make_task: Callable[[], Task]
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
   """What the loop needs from a task.
 

@@ -229,9 +229,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, evaluate: EvalFn | N
   """Validates `config` and trains its task (`config.task`) in `workdir`: what train.py runs, with
   `evaluate` from `evaluation.run.periodic_evaluation(config)` (see `train`).
 
+  A task of several stages (`tasks.training_stages`) trains them in order, each in its own
+  directory under `workdir`; a rerun passes quickly over the finished ones and resumes the one it
+  was in. Returns the last stage's result (the stopped one's, if a signal stopped it).
+
   Raises:
     ConfigError, DataError, WorkdirError, CheckpointError, LossNotFiniteError, ParamsNotFiniteError:
       one-line user errors.
   """
   validate_config(config)
-  return train(config, workdir, tasks.get_task(config).training_task(config), evaluate=evaluate)
+  stages = tasks.training_stages(config, workdir)
+  result = None
+  for number, stage in enumerate(stages, 1):
+    if len(stages) > 1 and jax.process_index() == 0:
+      print(f"stage {number}/{len(stages)}: {stage.name} (in {stage.workdir})", flush=True)
+    result = train(config, stage.workdir, stage.make_task(), evaluate=evaluate)
+    if result.stopped_by is not None:  # stopped by a signal: the next stages wait for a rerun
+      break
+  return result
