@@ -72,8 +72,9 @@ def classifier(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(digits_detection_data_dir, classifier, tmp_path_factory):
-  """A 2-step run of the tiny config, its backbone from `classifier`: (config, workdir)."""
-  config = tiny_config(digits_detection_data_dir, classifier[0])
+  """A 2-step run of the tiny config, its backbone from `classifier`, in exact joint training (the
+  other tests train approximate joint or alternating): (config, workdir)."""
+  config = tiny_config(digits_detection_data_dir, classifier[0], training="joint")
   workdir = str(tmp_path_factory.mktemp("frcnn") / "run")
   result = loop.run(config, workdir)
   assert result.step == 2
