@@ -11,17 +11,14 @@ error (top-1 and top-5 (class, box) guesses, IoU >= 0.5) for the centre crop, on
 scales, with each image's boxes merged as SPEC A5 says.
 """
 
-import importlib.util
 import os
+
+from overfeat_jax import shipped_configs
 
 
 def _quickstart_config():
-  """configs/quickstart.py's config (loaded by path: configs/ is not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-  spec = importlib.util.spec_from_file_location("quickstart", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """configs/quickstart.py's config, from beside this file (a checkout or an install)."""
+  return shipped_configs.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py"))
 
 
 def get_config():

@@ -9,7 +9,10 @@ quickstart.py), which holds in both places.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+
+import ml_collections
 
 import overfeat_jax
 
@@ -46,3 +49,12 @@ def resolve(value: str) -> str:
   if stem in names():
     return os.path.join(config_dir(), stem + ".py")
   return value
+
+
+def load(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path` (configs/ is not a package: loaded by path, so a
+  config can start from a sibling's, e.g. `load(os.path.join(os.path.dirname(__file__), "quickstart.py"))`)."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

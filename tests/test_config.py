@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
 
+from overfeat_jax import shipped_configs
 from overfeat_jax.config import base_config, validate_config
 from overfeat_jax.errors import ConfigError
 
@@ -14,10 +14,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return shipped_configs.load(str(CONFIG_DIR / f"{name}.py"))
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.py")))
