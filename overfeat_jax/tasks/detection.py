@@ -57,7 +57,7 @@ from overfeat_jax.ops import pooling
 from overfeat_jax.ops.edges import box_coverage, encode_edges
 from overfeat_jax.tasks import classification
 from overfeat_jax.tasks.base import Batch, LossFn, Task
-from overfeat_jax.tasks.localization import scaled_batch
+from overfeat_jax.tasks.localization import init_regressor, params_template, scaled_batch
 
 OVERFEAT, REGRESSOR = "overfeat", "regressor"  # the two parts of the task's parameters
 EXTRACTOR, CLASSIFIER = "extractor", "classifier"  # OverFeat's two parts
@@ -94,17 +94,7 @@ def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
           "regressor": SINGLE_CLASS}
 
 
-def init_regressor(model: DetectionModel, rng: jax.Array) -> Any:
-  """The regressor's parameters from `rng` (as localization's)."""
-  arch = model.overfeat.arch
-  pooled = jnp.zeros((1, arch.fc_kernel, arch.fc_kernel, arch.convs[-1].features), jnp.float32)
-  return model.regressor.init(rng, pooled)["params"]
-
-
-def params_template(model: DetectionModel) -> Any:
-  """{'overfeat': ..., 'regressor': ...} as `jax.ShapeDtypeStruct`s, allocating nothing."""
-  return {OVERFEAT: classification.params_template(model.overfeat),
-          REGRESSOR: jax.eval_shape(lambda rng: init_regressor(model, rng), jax.random.key(0))}
+# init_regressor and params_template are localization's: the same {'overfeat', 'regressor'} pair.
 
 
 def trainable(params: Any, train_extractor: bool = False) -> Any:

@@ -71,7 +71,8 @@ def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def init_regressor(model: LocalizationModel, rng: jax.Array) -> Any:
-  """The regressor's parameters from `rng`, for the classifier's pooled map at the training size."""
+  """The regressor's parameters from `rng`, for the classifier's pooled map at the training size
+  (also the detection task's: any model with `overfeat` and `regressor`)."""
   arch = model.overfeat.arch
   pooled = jnp.zeros((1, arch.fc_kernel, arch.fc_kernel, arch.convs[-1].features), jnp.float32)
   return model.regressor.init(rng, pooled)["params"]
