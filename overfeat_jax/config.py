@@ -286,8 +286,10 @@ def paper_faster_rcnn_config() -> ml_collections.ConfigDict:
   (long side <= 1000), random flips (the paper's doubled training set); SGD momentum 0.9, weight
   decay 5e-4, lr 1e-3 for 60k mini-batches then 1e-4 for 20k (trainval's 5,011 images: 12 + 4
   epochs); 256 anchors of 128^2, 256^2, 512^2 x 1:2, 1:1, 2:1 and 128 RoIs (25% foreground,
-  background IoU [0, 0.5) as end-to-end training) per image; proposals 12000 -> 2000 in training, 6000 -> 300 at test; per-class NMS 0.3, score 0.05,
-  100 detections. The caller sets the backbone, its weights, the RPN width and the RoI size.
+  background IoU [0, 0.5) as end-to-end training) per image; proposals 12000 -> 2000 in training,
+  6000 -> 300 at test; per-class NMS 0.3, score 0.05, 100 detections. The caller sets the
+  backbone, its weights, the RPN width and the RoI size (the COCO config also the data, anchors and
+  schedule).
   """
   config = base_config()
   config.task = "faster_rcnn"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from overfeat_jax.models import faster_rcnn as fr
 from overfeat_jax.models.backbones import build_backbone

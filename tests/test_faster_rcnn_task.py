@@ -119,6 +119,18 @@ def test_train_then_evaluate_with_recall_table_and_pictures(trained):
   assert len(json.load(open(f"{workdir}/eval/detections.json"))) == written["num_detections"]
   assert result["proposals"] == written["proposals"]
   assert sorted(os.listdir(f"{workdir}/eval/pictures")) == ["00000.png", "00001.png"]
+  # What is logged: COCO AP@0.5 first (percent), then the other APs and every recall entry.
+  scalars = frcnn_eval.scalars(result)
+  assert list(scalars)[:4] == ["eval/AP50", "eval/AP", "eval/mAP_voc07", "eval/mAP_voc"]
+  assert scalars["eval/AP50"] == pytest.approx(100 * written["coco"]["AP50"])
+  assert scalars["eval/recall_iou0.7/top20"] == pytest.approx(100 * recall["20"]["0.7"])
+  assert frcnn_eval.summary(result).endswith("on 16 images of test")
+  # The same evaluation during training (train.eval_every), on the first train.eval_num_examples.
+  config.train.eval_every, config.train.eval_num_examples = 1, 8
+  periodic = evaluation.periodic_evaluation(config)
+  params, step = task.restore_params(config, workdir)
+  values = periodic(params, step)
+  assert list(values) == list(scalars) and all(-1 <= v <= 100 for v in values.values())
   # Images without any object are among the evaluated ones (a sixth of the data): they only count
   # as false positives, and nothing breaks.
   batches = list(detection.detection_eval_loader(config))
