@@ -13,7 +13,13 @@ analytic forward count, and XLA's cost analysis of the whole compiled step), the
 and a large float32 matmul's GFLOP/s on the same device for comparison.
 
 Batch: the config's input.batch_size, except that on a CPU the paper models (train size > 100 px)
-default to --cpu-batch (8) so that a step takes seconds, not minutes; the table says which.
+default to --cpu-batch (16) so that a step takes seconds, not minutes; the table says which. At 8
+the accurate model's step loses a quarter of its time to the optimizer update, a memory-bound pass
+over its 145M parameters and momentum buffers that does not shrink with the batch.
+
+--breakdown adds, per config, where the step's time goes: the forward pass and loss alone, forward
++ backward (the gradients, no update), and the whole step, each jitted on its own, as ms and as
+GFLOP/s (forward 1x, the others 3x the analytic forward count) against the matmul reference.
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="comma-separated config names from configs/ (default: all three)")
   parser.add_argument("--batch", type=int, default=0,
                       help="global batch for every config (0: the config's; see --cpu-batch)")
-  parser.add_argument("--cpu-batch", type=int, default=8,
-                      help="batch for full-size models on a CPU when --batch is 0 (default 8)")
+  parser.add_argument("--cpu-batch", type=int, default=16,
+                      help="batch for full-size models on a CPU when --batch is 0 (default 16)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per config (default 5)")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="also time the forward pass and forward + backward alone, per config")
   _timing.add_machine_args(parser)
   return parser.parse_args(argv)
 
@@ -76,7 +84,8 @@ def bench_config(name: str, args: argparse.Namespace, mesh: Any) -> dict[str, An
   def apply(params: Any, images: jax.Array, rng: jax.Array) -> jax.Array:
     return model.apply({"params": params}, images, train=True, rngs={"dropout": rng})  # [B, K]
 
-  train_step = steps.compile_train_step(classification.classification_loss_fn(apply), tx, schedule, mesh)
+  loss_fn = classification.classification_loss_fn(apply)
+  train_step = steps.compile_train_step(loss_fn, tx, schedule, mesh)
   params = _timing.random_params(model, seed=config.seed)
   state = jax.device_put(TrainState.create(params, tx), mesh_lib.replicated(mesh))
   rng_np = np.random.default_rng(0)
@@ -97,6 +106,7 @@ def bench_config(name: str, args: argparse.Namespace, mesh: Any) -> dict[str, An
     return state, metrics
 
   seconds = _timing.median(_timing.time_calls(one_step, runs=args.steps, warmup=1))
+  parts = breakdown(loss_fn, state.params, batch, dropout_rng, args.steps) if args.breakdown else None
   forward = sum(_timing.forward_flops(model.arch, config.dataset.num_classes, size, size,
                                       fine=False).values())
   analytic_step = 3.0 * forward  # forward + backward (two matmuls per forward one)
@@ -105,7 +115,17 @@ def bench_config(name: str, args: argparse.Namespace, mesh: Any) -> dict[str, An
       "batch": batch_size, "batch_source": batch_source, "seconds": seconds,
       "fwd_gflop": forward / _timing.GIGA, "step_gflop": analytic_step / _timing.GIGA,
       "xla_gflop": None if xla_step is None else xla_step / batch_size / _timing.GIGA,
+      "parts": parts,
   }
+
+
+def breakdown(loss_fn: Any, params: Any, batch: Any, rng: jax.Array, runs: int) -> dict[str, float]:
+  """Median seconds of the loss alone ('forward') and of the loss and its gradients ('gradients'),
+  each jitted on its own, on the same inputs as the step."""
+  forward = jax.jit(lambda p: loss_fn(p, batch, rng)[0])
+  gradients = jax.jit(jax.grad(lambda p: loss_fn(p, batch, rng)[0]))
+  return {name: _timing.median(_timing.time_calls(lambda f=f: f(params), runs=runs, warmup=1))
+          for name, f in (("forward", forward), ("gradients", gradients))}
 
 
 def main(argv: list[str]) -> None:
@@ -146,10 +166,28 @@ def main(argv: list[str]) -> None:
       ["config", "model", "params", "input", "batch", "img/s", "ms/step", "GFLOP/img fwd",
        "GFLOP/img step (3x fwd)", "GFLOP/img step (XLA)", "GFLOP/s (3x fwd)", "GFLOP/s (XLA)",
        "vs matmul"], rows))
+  if args.breakdown:
+    print_breakdown(results, matmul)
   print("\nGFLOP = 2 x multiply-adds of conv and FC layers. '3x fwd' counts the backward pass as two "
         "forward passes (input and weight gradients; conv1's input gradient is not needed, so it is a "
         "slight overestimate); 'step (XLA)' is XLA's cost analysis of the whole compiled step "
         "(forward, backward, optimizer update) divided by the batch.")
+
+
+def print_breakdown(results: list[dict[str, Any]], matmul: float) -> None:
+  """Where each step's time goes: forward alone, forward + backward, the whole step (the update is
+  the difference between the last two)."""
+  rows = []
+  for r in results:
+    parts = {**r["parts"], "whole step": r["seconds"]}
+    for name, seconds in parts.items():
+      gflop = r["fwd_gflop"] * (1 if name == "forward" else 3) * r["batch"]
+      rows.append([r["config"], r["batch"], name, _timing.fmt(1e3 * seconds), _timing.fmt(gflop / seconds),
+                   f"{100 * gflop / seconds / matmul:.0f}%"])
+    rows.append([r["config"], r["batch"], "update (step - gradients)",
+                 _timing.fmt(1e3 * (r["seconds"] - r["parts"]["gradients"])), "", ""])
+  print("\nwhere the step's time goes (GFLOP: forward 1x, gradients and step 3x the analytic forward)")
+  print(_timing.format_table(["config", "batch", "part", "ms", "GFLOP/s", "vs matmul"], rows))
 
 
 if __name__ == "__main__":
