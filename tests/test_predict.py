@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 from PIL import Image
 
 import test_faster_rcnn_task
-from cli_helpers import QUICKSTART
+from cli_helpers import QUICKSTART, ROOT, assert_one_line_error
 from detection_helpers import tiny_detection_config
 from localization_helpers import tiny_localization_config
 from overfeat_jax import checkpoint_io, predict, shipped_configs, tasks
@@ -293,3 +295,13 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(runs, tmp_path, capsys):
     run(tmp_path / "empty", good)
   line = one_line_error(capsys, excinfo)
   assert "no checkpoint in" in line and str(tmp_path / "empty") in line, line
+
+
+def test_the_module_runs_as_a_command(tmp_path):
+  good = save(tmp_path / "good.png", random_image(64, 64))
+  proc = subprocess.run(
+      [sys.executable, "-m", "overfeat_jax.predict", "--config", "quickstart", "--workdir",
+       str(tmp_path / "empty"), good, str(tmp_path / "missing.png")],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert_one_line_error(proc, "cannot read image", "missing.png")
+  assert proc.stdout == ""
