@@ -144,7 +144,9 @@ class Predictor:
     if len(self.names) != config.dataset.num_classes:
       raise ConfigError(f"{len(self.names)} class names for config.dataset.num_classes="
                         f"{config.dataset.num_classes}")
-    self.params = params
+    # One image at a time on the first device: the restored parameters' copy there (restore replicates
+    # them over every device), as the evaluation pictures do.
+    self.params = jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, params)
     self.task = config.task
     self._fns: dict[Any, Any] = {}  # bucket index (or None) -> its jitted function
     if self.task == "classification":
