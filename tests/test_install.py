@@ -151,5 +151,10 @@ def test_a_non_editable_install_runs_the_commands_and_configs_by_name(tmp_path):
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "config" not in errors[0], proc.stderr
+  image = away / "image.png"
+  image.write_bytes(b"not a picture")
+  for cmd in ([str(python), "-m", "overfeat_jax.predict"], [str(venv / "bin" / "overfeat-predict")]):
+    proc = run(*cmd, "--config", "quickstart", "--workdir", str(empty), str(image))
+    assert proc.returncode == 2 and f"error: cannot read image {image}" in proc.stderr, proc.stderr
   proc = run(str(python), "-m", "overfeat_jax.train", "--config", "nope", "--workdir", str(empty))
   assert proc.returncode == 2 and "quickstart" in proc.stderr and "nope" in proc.stderr, proc.stderr

@@ -86,7 +86,7 @@ def place_map(scale: tuple[int, int], probs: Any, valid: Any, *, size: Any, orig
                   offset=tuple(map(float, fov / 2 * ratio)))
 
 
-def classification_panels(image: Any, scale_maps: Sequence[ScaleMap], scores: Any, *, label: int,
+def classification_panels(image: Any, scale_maps: Sequence[ScaleMap], scores: Any, *, label: int | None,
                           names: Sequence[str], boxes: Any | None = None,
                           box_labels: Any | None = None, zoom: int | None = None) -> Panels:
   """The panels of one image (module docstring).
@@ -95,7 +95,8 @@ def classification_panels(image: Any, scale_maps: Sequence[ScaleMap], scores: An
     image: [H, W, 3] uint8, the original image.
     scale_maps: one ScaleMap per multi-scale test scale.
     scores: [K] the image's multi-scale class scores; the prediction is their argmax.
-    label: the true class, in [0, K) (anything else shows as "?": a split without labels).
+    label: the true class, in [0, K) (anything else shows as "?": a split without labels); None for
+      an image whose class is not known (a prediction): its title names only the predicted class.
     names: the K class names.
     boxes: [N, 4] ground-truth boxes (x1, y1, x2, y2) in original pixels, drawn with box_labels [N];
       None draws none.
@@ -111,8 +112,9 @@ def classification_panels(image: Any, scale_maps: Sequence[ScaleMap], scores: An
   top_names = ", ".join(names[k] for k in top)
   figures = [visualize.draw_detections(image, boxes, box_labels, None, names, zoom=zoom,
                                        title=f"top-{len(top)}: {top_names}")]
-  true = names[label] if 0 <= label < len(names) else "?"
-  titles = [f"true {true}, predicted {names[predicted]} ({scores[predicted]:.2f})"]
+  titles = [f"predicted {names[predicted]} ({scores[predicted]:.2f})"]
+  if label is not None:
+    titles[0] = f"true {names[label] if 0 <= label < len(names) else '?'}, {titles[0]}"
   for scale_map in scale_maps:
     probs = np.asarray(scale_map.probs)[..., predicted]  # [h, w]
     best = float(probs[scale_map.valid].max()) if scale_map.valid.any() else float("nan")
@@ -123,13 +125,14 @@ def classification_panels(image: Any, scale_maps: Sequence[ScaleMap], scores: An
   return Panels(figures=figures, titles=titles)
 
 
-def _multi_scale_maps(model: OverFeat, eval_cfg: ml_collections.ConfigDict,
-                      bucket: buckets.Bucket, variables: Any, canvas: jax.Array,
-                      image_hw: jax.Array, original_hw: jax.Array) -> dict[str, Any]:
+def multi_scale_maps(model: OverFeat, eval_cfg: ml_collections.ConfigDict,
+                     bucket: buckets.Bucket, variables: Any, canvas: jax.Array,
+                     image_hw: jax.Array, original_hw: jax.Array) -> dict[str, Any]:
   """The multi-scale grids of a batch of one bucket: canvases [B, Hb, Wb, 3] (as the eval loader
   makes them), sizes in them [B, 2] and before resizing [B, 2] -> {"scores": [B, K] (the Table 2
-  row "N scales, fine stride"), and per multi scale: "probs" [B, h, w, K], "valid" [B, h, w],
-  "size" int32 [B, 2] the images' size at that scale}."""
+  row "N scales, fine stride", evaluate.py's headline row), and per multi scale: "probs"
+  [B, h, w, K], "valid" [B, h, w], "size" int32 [B, 2] the images' size at that scale}.
+  Also the pictures' and predictions' (`evaluation.prediction`) class scores."""
   out = {"probs": [], "valid": [], "size": []}
   scores = []
   for index in eval_cfg.multi_scales:
@@ -161,15 +164,15 @@ def _pictures(config: ml_collections.ConfigDict, model: OverFeat, variables: Any
   variables = jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x,
                            variables)
   scales = [tuple(int(v) for v in config.eval.scales[i]) for i in config.eval.multi_scales]
-  maps_fns = {}  # bucket index -> its jitted _multi_scale_maps
+  maps_fns = {}  # bucket index -> its jitted multi_scale_maps
   for index in range(min(config.eval.pictures, len(source))):
     record = source[index]
     example = transforms.decode_example(record, spec)
     bucket = buckets.bucket_index(*example["image"].shape[:2], bounds)
     batch = normalize.map({k: v[None] for k, v in to_canvas.map((record, True, bucket)).items()})
     if bucket not in maps_fns:
-      maps_fns[bucket] = jax.jit(functools.partial(_multi_scale_maps, model, config.eval,
-                                                   shape_buckets[bucket]))
+      maps_fns[bucket] = jax.jit(functools.partial(multi_scale_maps, model, config.eval,
+                                                  shape_buckets[bucket]))
     maps = jax.device_get(maps_fns[bucket](variables, batch["image"], batch["size"],
                                            batch["original_size"]))
     scale_maps = [

@@ -174,10 +174,11 @@ def _unnormalise(image: np.ndarray, config: ml_collections.ConfigDict) -> np.nda
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 
-def _picture_outputs(model: task.DetectionModel, config: ml_collections.ConfigDict, params: Any,
+def picture_outputs(model: task.DetectionModel, config: ml_collections.ConfigDict, params: Any,
                      images: jax.Array, image_hw: jax.Array) -> dict[str, Any]:
-  """The detections of a batch and, per test scale, the highest digit probability of each window
-  ("maps" [B, H', W']) with the windows' validity ("map_valid")."""
+  """The detections of a batch (`predict`) and, per test scale, the highest digit probability of each
+  window ("maps" [B, H', W']) with the windows' validity ("map_valid"): what the pictures and the
+  predictions (`evaluation.prediction`) show."""
   out = predict(model, config, params, images, image_hw)
   out["maps"], out["map_valid"] = [], []
   for s in config.detection.test_scales:
@@ -189,21 +190,25 @@ def _picture_outputs(model: task.DetectionModel, config: ml_collections.ConfigDi
   return out
 
 
-def detection_panels(image: np.ndarray, predictions: dict[str, Any], truth: dict[str, Any], *,
+def detection_panels(image: np.ndarray, predictions: dict[str, Any], truth: dict[str, Any] | None, *,
                      names: tuple[str, ...], scales: list[int], min_size: int, stride: int,
                      fov: int) -> tuple[list[Any], list[str]]:
   """One image's panels (module docstring) and titles; everything in the batch's pixels.
 
-  image: [H, W, 3] uint8 (the resized image); predictions: `_picture_outputs` of the image (batch
-  axis removed); truth: {"boxes" [M, 4], "box_labels" [M], "box_valid" [M]}.
+  image: [H, W, 3] uint8 (the resized image); predictions: `picture_outputs` of the image (batch
+  axis removed); truth: {"boxes" [M, 4], "box_labels" [M], "box_valid" [M]}, or None for an image
+  without ground truth (a prediction: no ground-truth panel).
   """
   keep = np.asarray(predictions["valid"], bool) & (np.asarray(predictions["scores"]) >= PICTURE_MIN_SCORE)
-  panels = [visualize.draw_detections(image, truth["boxes"], truth["box_labels"], None, names,
-                                      valid=truth["box_valid"], title="true boxes"),
-            visualize.draw_detections(image, predictions["boxes"], predictions["classes"],
-                                      predictions["scores"], names, valid=keep,
-                                      title=f"{int(keep.sum())} detections >= {PICTURE_MIN_SCORE:g}")]
-  titles = ["ground truth", "detections (merged, all scales)"]
+  panels, titles = [], []
+  if truth is not None:
+    panels.append(visualize.draw_detections(image, truth["boxes"], truth["box_labels"], None, names,
+                                            valid=truth["box_valid"], title="true boxes"))
+    titles.append("ground truth")
+  panels.append(visualize.draw_detections(image, predictions["boxes"], predictions["classes"],
+                                          predictions["scores"], names, valid=keep,
+                                          title=f"{int(keep.sum())} detections >= {PICTURE_MIN_SCORE:g}"))
+  titles.append("detections (merged, all scales)")
   for s, scale in enumerate(scales):
     factor = scale / min_size  # the map's windows are in the scaled image's pixels
     panels.append(visualize.draw_score_map(
@@ -217,7 +222,7 @@ def _pictures(config: ml_collections.ConfigDict, model: task.DetectionModel, par
               names: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
   """(name, picture) of each of the first config.eval.pictures images of the eval loader."""
   batches = detection_data.detection_eval_loader(config)
-  fn = jax.jit(functools.partial(_picture_outputs, model, config))
+  fn = jax.jit(functools.partial(picture_outputs, model, config))
   arch = model.overfeat.arch
   scales = [int(s) for s in config.detection.test_scales]
   count = 0

@@ -223,26 +223,29 @@ def periodic_evaluation(config: ml_collections.ConfigDict) -> Callable[[Any, int
 # ----------------------------------------------------------------------------------------------
 # Pictures.
 
-def detection_panels(image: np.ndarray, *, gt_boxes: np.ndarray, gt_labels: np.ndarray,
+def detection_panels(image: np.ndarray, *, gt_boxes: np.ndarray | None, gt_labels: np.ndarray | None,
                      proposals: np.ndarray, proposal_scores: np.ndarray, boxes: np.ndarray,
                      scores: np.ndarray, labels: np.ndarray, names: Sequence[str],
                      score_threshold: float) -> Figure:
   """Ground truth | proposals | detections over one image (all boxes in its pixels), one figure.
 
   Args:
-    image: [H, W, 3] uint8. gt_boxes [G, 4], gt_labels [G]; proposals [P, 4] with their objectness
+    image: [H, W, 3] uint8. gt_boxes [G, 4], gt_labels [G] (both None for an image without ground
+    truth, a prediction: no ground-truth panel); proposals [P, 4] with their objectness
     probabilities [P]; boxes [D, 4], scores [D], labels [D] the detections; names: the K classes.
   """
-  panels = [
-      visualize.draw_detections(image, gt_boxes, gt_labels, None, names),
+  panels, titles = [], []
+  if gt_boxes is not None:
+    panels.append(visualize.draw_detections(image, gt_boxes, gt_labels, None, names))
+    titles.append(f"ground truth ({len(gt_boxes)})")
+  panels += [
       visualize.draw_detections(image, proposals, np.zeros(len(proposals), np.int64),
                                 proposal_scores, ("object",), max_boxes=len(proposals)),
       visualize.draw_detections(image, boxes, labels, scores, names,
                                 score_threshold=score_threshold),
   ]
-  titles = [f"ground truth ({len(gt_boxes)})", f"top {len(proposals)} proposals",
-            f"detections (score >= {score_threshold:g})"]
-  return visualize.panel_grid(panels, ncols=3, titles=titles)
+  titles += [f"top {len(proposals)} proposals", f"detections (score >= {score_threshold:g})"]
+  return visualize.panel_grid(panels, ncols=len(panels), titles=titles)
 
 
 def _pictures(config: ml_collections.ConfigDict, model: Any, params: Any,

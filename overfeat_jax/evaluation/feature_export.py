@@ -1,9 +1,10 @@
 """The OverFeat feature extractor on its own (SPEC A6): a trained classifier's layer-N maps of images.
 
 For each image, at its own size (any size at least the network's field of view):
-  read (PNG/JPEG/...; grey repeated to RGB, alpha dropped) -> normalise with config.input.mean/std
-  exactly as the input pipeline does -> feature layer N (`OverFeat.features(images, layer=N)`) ->
-  <out>/<stem>.npy (float32 [h, w, C]) and <out>/<stem>.json (what the map is: `describe`).
+  read (`data.image_files`: PNG/JPEG/...; grey repeated to RGB, alpha dropped, 16-bit scaled) ->
+  normalise with config.input.mean/std exactly as the input pipeline does -> feature layer N
+  (`OverFeat.features(images, layer=N)`) -> <out>/<stem>.npy (float32 [h, w, C]) and <out>/<stem>.json
+  (what the map is: `describe`).
 Every image is read and checked before the checkpoint is restored, so a bad file fails before anything
 is written; each output file is written atomically (`files.replace_file`).
 """
@@ -21,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from overfeat_jax import checkpoint_io, files
 from overfeat_jax.config import validate_config
 from overfeat_jax.data import transforms
-from overfeat_jax.errors import DataError, InputSizeError, reason
+from overfeat_jax.data.image_files import read_image
+from overfeat_jax.errors import DataError, InputSizeError
 from overfeat_jax.models.overfeat import FeatureLayer, OverFeat, feature_layer
 from overfeat_jax.tasks import classification
 
@@ -49,24 +50,8 @@ class ExportedImage:
   shape: tuple[int, int, int]
 
 
-def read_image(path: str) -> np.ndarray:
-  """An image file -> [H, W, 3] uint8.
-
-  Grey is repeated to RGB and alpha dropped (not composited), the convention of the input pipeline's
-  decoding (`transforms.decode_example`); palette images are expanded. PIL's RGB conversion does all
-  of these.
-  Raises:
-    DataError: the file is missing or not an image PIL can read (names the file and why).
-  """
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-    raise DataError(f"cannot read image {path}: {reason(e)}") from e
-
-
-def output_stems(paths: Sequence[str]) -> list[str]:
-  """Each image's file name without its extension (its outputs' name).
+def output_stems(paths: Sequence[str], suffix: str = ".npy") -> list[str]:
+  """Each image's file name without its extension (its outputs' name, `<stem><suffix>`).
 
   Raises:
     DataError: two images share a stem (their outputs would overwrite each other).
@@ -75,8 +60,8 @@ def output_stems(paths: Sequence[str]) -> list[str]:
   for path in paths:
     stem = os.path.splitext(os.path.basename(path))[0]
     if stem in seen:
-      raise DataError(f"images {seen[stem]} and {path} would both write {stem}.npy: give them "
-                      "different names or extract them in two runs with different --out")
+      raise DataError(f"images {seen[stem]} and {path} would both write {stem}{suffix}: give them "
+                      "different names or run them in two runs with different --out")
     seen[stem] = path
     stems.append(stem)
   return stems

@@ -34,20 +34,22 @@ from overfeat_jax.models import dense_grid
 from overfeat_jax.tasks import localization as task
 
 
-def _predictions(model: task.LocalizationModel, config: ml_collections.ConfigDict,
-                 bucket: buckets.Bucket, params: Any, canvas: jax.Array, image_hw: jax.Array,
-                 original_hw: jax.Array) -> dict[str, Any]:
+def picture_predictions(model: task.LocalizationModel, config: ml_collections.ConfigDict,
+                        bucket: buckets.Bucket, params: Any, canvas: jax.Array, image_hw: jax.Array,
+                        original_hw: jax.Array, *, num_guesses: int = localize.MAX_GUESSES
+                        ) -> dict[str, Any]:
   """What the picture of a batch of one bucket shows: the "N scales" row's guesses ("classes",
-  "boxes", "scores", "valid", [B, G, ...]) and per multi scale ("probs" [B, h, w, K], "valid_map"
-  [B, h, w], "size" [B, 2] the image's size at that scale, "class_boxes" [B, h, w, 4] every
-  position's regressed box for the best guess's class, original pixels)."""
+  "boxes", "scores", "valid", [B, G, ...], G = num_guesses; boxes in original pixels) and per multi
+  scale ("probs" [B, h, w, K], "valid_map" [B, h, w], "size" [B, 2] the image's size at that scale,
+  "class_boxes" [B, h, w, 4] every position's regressed box for the best guess's class, original
+  pixels). Also what `evaluation.prediction` reports of a localization model."""
   ev = config.eval
   multi = [int(i) for i in ev.multi_scales]
   grids = localize.scale_grids(model, params, canvas, ev, image_hw=image_hw,
                                    original_hw=original_hw, bucket=bucket, indices=multi)
   per_image = functools.partial(localize.merged_guesses, top_k=int(ev.merge_top_k),
                                 threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce,
-                                score=ev.merge_score)
+                                score=ev.merge_score, num_guesses=num_guesses)
   guesses = localize.Guesses(*jax.vmap(per_image)(
       [localize.scale_boxes(grids[i]) for i in multi]))
   out = {"classes": guesses.classes, "boxes": guesses.boxes, "scores": guesses.scores,
@@ -64,27 +66,33 @@ def _predictions(model: task.LocalizationModel, config: ml_collections.ConfigDic
 
 
 def localization_panels(image: Any, predictions: dict[str, Any], *, scales: list[tuple[int, int]],
-                        true_boxes: Any, true_labels: Any, label: int, names: list[str],
-                        stride: int, fov: int) -> tuple[list[Figure], list[str]]:
+                        true_boxes: Any | None, true_labels: Any | None, label: int | None,
+                        names: list[str], stride: int, fov: int) -> tuple[list[Figure], list[str]]:
   """The panels of one image (module docstring) and their titles.
 
   Args:
     image: [H, W, 3] uint8, the original image.
-    predictions: `_predictions` of a batch of one, on the host, batch axis removed.
+    predictions: `picture_predictions` of a batch of one, on the host, batch axis removed.
     scales: the multi scales (H, W), in predictions' order.
-    true_boxes: [M, 4] original pixels; true_labels: [M]; label: the image's class.
+    true_boxes: [M, 4] original pixels; true_labels: [M]; label: the image's class. All three None
+      for an image without ground truth (a prediction): the first panel is the image alone.
     names: the K class names; stride, fov: the fine grid's (arch.prepool_stride, arch.train_size).
   """
   guess_valid = np.asarray(predictions["valid"], bool)
   predicted = int(predictions["classes"][0])
   name = names[predicted]
-  true = names[label] if 0 <= label < len(names) else "?"
-  top = [visualize.draw_detections(image, true_boxes, true_labels, None, names,
-                                   title=f"true {true}")]
+  if true_boxes is None:  # a prediction: no ground truth to draw
+    top = [visualize.draw_detections(image, np.zeros((0, 4)), np.zeros((0,), int), None, names)]
+    top_titles = ["image"]
+  else:
+    true = names[label] if 0 <= label < len(names) else "?"
+    top = [visualize.draw_detections(image, true_boxes, true_labels, None, names,
+                                     title=f"true {true}")]
+    top_titles = ["image, true box"]
   bottom = [visualize.draw_detections(
       image, predictions["boxes"], predictions["classes"], predictions["scores"], names,
       valid=guess_valid, title=f"merged: {name} ({predictions['scores'][0]:.2f})")]
-  top_titles, bottom_titles = ["image, true box"], ["merged result (top-5 guesses)"]
+  bottom_titles = [f"merged result (top-{len(guess_valid)} guesses)"]
   for s, scale in enumerate(scales):
     valid = np.asarray(predictions["valid_map"][s], bool)
     boxes = np.asarray(predictions["class_boxes"][s]).reshape(-1, 4)
@@ -120,14 +128,14 @@ def _pictures(config: ml_collections.ConfigDict, model: task.LocalizationModel, 
   params = jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, params)
   scales = [tuple(int(v) for v in config.eval.scales[i]) for i in config.eval.multi_scales]
   arch = model.overfeat.arch
-  fns = {}  # bucket index -> its jitted _predictions
+  fns = {}  # bucket index -> its jitted picture_predictions
   for index in range(min(config.eval.pictures, len(source))):
     record = source[index]
     example = transforms.decode_example(record, spec)
     bucket = buckets.bucket_index(*example["image"].shape[:2], bounds)
     batch = normalize.map({k: v[None] for k, v in to_canvas.map((record, True, bucket)).items()})
     if bucket not in fns:
-      fns[bucket] = jax.jit(functools.partial(_predictions, model, config, shape_buckets[bucket]))
+      fns[bucket] = jax.jit(functools.partial(picture_predictions, model, config, shape_buckets[bucket]))
     predictions = jax.device_get(fns[bucket](params, batch["image"], batch["size"],
                                              batch["original_size"]))
     predictions = jax.tree.map(lambda x: np.asarray(x)[0], predictions)
