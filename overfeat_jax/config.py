@@ -89,7 +89,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.tensorboard = True  # Also write TensorBoard event files beside each metrics.jsonl.
   c.train.checkpoint_every = 500  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
   c.train.keep_checkpoints = 2  # How many recent checkpoints to keep.
-  c.train.distributed = False  # Call jax.distributed.initialize() (multi-host runs).
+
+  # Several processes (one per host, or per GPU) training or evaluating as one run over all their devices
+  # (README "Multi-host"). train.py and evaluate.py call jax.distributed.initialize() before anything
+  # else touches jax, as `initialize` says:
+  #   "never"    never (one process: a laptop, CI, one machine with several GPUs);
+  #   "auto"     with no arguments: jax finds the processes itself on Cloud TPU, SLURM, Open MPI and
+  #              Kubernetes (its cluster detection; JAX_COORDINATOR_ADDRESS / JAX_COORDINATOR_PORT, if
+  #              set, give the coordinator); the three keys below stay unset;
+  #   "explicit" with the three keys below, all required (e.g. a plain multi-node GPU cluster).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = "never"
+  c.distributed.coordinator_address = ""  # "host:port" of process 0's coordinator service ("explicit").
+  c.distributed.num_processes = 0  # How many processes take part ("explicit"; 0 = unset).
+  c.distributed.process_id = -1  # This process's id, 0 .. num_processes - 1 ("explicit"; -1 = unset).
 
   c.eval = ml_collections.ConfigDict()
   c.eval.resize_short = 64  # Centre-crop / 10-view protocol: resize the short side to this, then crop.
@@ -404,6 +417,15 @@ def _scales_ok(scales) -> bool:
   return len(scales) > 0 and all(len(s) == 2 and min(s) > 0 for s in scales)
 
 
+# config.distributed.initialize: when train.py / evaluate.py call jax.distributed.initialize().
+DISTRIBUTED_INITIALIZE = ("never", "auto", "explicit")
+
+
+def _host_port_ok(address) -> bool:
+  host, _, port = str(address).rpartition(":")
+  return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 # overfeat_jax.tasks.TASKS holds one module per name.
 TASKS = ("classification", "localization", "detection", "faster_rcnn")
 
@@ -527,6 +549,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "detection.max_detections": (_positive, "expected >= 1"),
     "detection.top_class_only": (lambda v: isinstance(v, bool), "expected True or False"),
     "optimizer.decay_factor": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (0.5 halves)"),
+    "distributed.initialize": _one_of(*DISTRIBUTED_INITIALIZE),
+    "distributed.coordinator_address": (lambda v: v == "" or _host_port_ok(v),
+                                        'expected "host:port" (port 1-65535), or "" (unset)'),
+    "distributed.num_processes": (_non_negative, "expected >= 0 (0 = unset)"),
+    "distributed.process_id": (lambda v: v >= -1, "expected >= 0, or -1 (unset)"),
     **_FASTER_RCNN_RULES,
 }
 
@@ -536,10 +563,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # shaped what the checkpoints hold: the task, model, data and augmentation, input.batch_size (it maps
 # steps to epochs, so the schedule and the data position), optimizer and schedule, and the seed.
 RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.distributed", "train.eval_every",
+                     "train.keep_checkpoints", "train.eval_every",
                      "train.eval_num_examples", "train.tensorboard", "input.num_workers", "input.prefetch",
                      "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval",
-                     "faster_rcnn.test")
+                     "faster_rcnn.test", "distributed",
+                     "train.distributed")  # the last: a key of config.json files older than distributed.*
 
 
 def resume_may_change(key: str) -> bool:
@@ -597,6 +625,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   multi = tuple(config.eval.multi_scales)
   require(len(multi) > 0 and all(0 <= i < num_scales for i in multi), "eval.multi_scales",
           f"expected indices into eval.scales (0..{num_scales - 1})")
+  _validate_distributed(config, require)
   if config.task == "localization":
     require(bool(config.localization.classifier_workdir), "localization.classifier_workdir",
             "the localization task starts from a classification run: set it to that run's --workdir")
@@ -608,6 +637,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"must be <= detection.min_coverage={config.detection.min_coverage}")
   if config.task == "faster_rcnn":
     _validate_faster_rcnn(config, require)
+
+
+def _validate_distributed(config: ml_collections.ConfigDict, require: Callable[..., None]) -> None:
+  """The distributed keys are given exactly when distributed.initialize is "explicit"."""
+  d = config.distributed
+  given = {"coordinator_address": d.coordinator_address != "", "num_processes": d.num_processes != 0,
+           "process_id": d.process_id != -1}
+  if d.initialize == "explicit":
+    for key, ok in given.items():
+      require(ok, f"distributed.{key}", "distributed.initialize='explicit' needs distributed."
+              "coordinator_address, distributed.num_processes and distributed.process_id")
+    require(d.process_id < d.num_processes, "distributed.process_id",
+            f"expected < distributed.num_processes={d.num_processes}")
+    return
+  for key, ok in given.items():
+    why = ("'never' starts one process" if d.initialize == "never" else
+           "'auto' takes it from the cluster (jax's detection)")
+    require(not ok, f"distributed.{key}",
+            f"distributed.initialize={d.initialize!r}, which does not use it ({why}); set "
+            "distributed.initialize='explicit' to give the coordinator, process count and id")
 
 
 def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[..., None]) -> None:

@@ -63,3 +63,8 @@ class LossNotFiniteError(OverfeatError, FloatingPointError):
 
 class ParamsNotFiniteError(OverfeatError, FloatingPointError):
   """A parameter became NaN or Inf while the loss was still finite (names the step and the parameter)."""
+
+
+class DistributedError(OverfeatError, RuntimeError):
+  """jax's distributed system (several processes as one run) cannot start: names the mode, the
+  coordinator and jax's reason."""

@@ -35,15 +35,14 @@ PICTURES = flags.DEFINE_integer(
 
 def main() -> None:
   """Evaluates `cli.CONFIG`'s model in `cli.WORKDIR` (the flags parsed)."""
-  import jax  # Heavy imports after flag parsing.
-
-  from overfeat_jax.evaluation import run
+  from overfeat_jax import multihost  # Heavy imports after flag parsing.
 
   config = cli.CONFIG.value
   if PICTURES.value is not None:
     config.eval.pictures = PICTURES.value
-  if config.train.distributed:
-    jax.distributed.initialize()
+  multihost.initialize(config)  # before any module that might start a jax backend is imported
+  from overfeat_jax.evaluation import run
+
   run.run(config, cli.WORKDIR.value)
 
 

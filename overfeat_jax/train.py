@@ -31,14 +31,13 @@ from overfeat_jax import cli  # noqa: E402
 
 def main() -> None:
   """Trains `cli.CONFIG` into `cli.WORKDIR` (the flags parsed); exits 128 + signal when stopped."""
-  import jax  # Heavy imports after flag parsing.
+  from overfeat_jax import multihost  # Heavy imports after flag parsing.
 
+  config = cli.CONFIG.value
+  multihost.initialize(config)  # before any module that might start a jax backend is imported
   from overfeat_jax.evaluation import run as evaluation
   from overfeat_jax.training import loop
 
-  config = cli.CONFIG.value
-  if config.train.distributed:
-    jax.distributed.initialize()
   result = loop.run(config, cli.WORKDIR.value, evaluate=evaluation.periodic_evaluation(config))
   if result.stopped_by is not None:
     sys.exit(128 + result.stopped_by)

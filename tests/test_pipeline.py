@@ -232,21 +232,41 @@ def test_train_batches_shapes_normalisation_and_epochs(fake_config):
   assert not np.array_equal(first, np.arange(40))
 
 
-def test_two_hosts_read_disjoint_shards(fake_config):
+def test_hosts_read_their_slots_of_the_global_batches(fake_config):
+  # 200 records in global batches of 8: 25 per epoch; 30 steps cross into the second epoch's shuffle.
   config = fake_config(n=200)
-  per_host = []
-  for process_index in range(2):
-    loader = pipeline.train_loader(config, process_index=process_index, process_count=2)
-    iterator = iter(loader)
-    batches = [next(iterator) for _ in range(25)]  # One epoch: 100 records, batches of 4.
-    assert batches[0]["image"].shape == (4, 58, 58, 3)
-    indices = np.concatenate([_indices(b) for b in batches])
-    assert len(set(indices.tolist())) == 100  # Each record of the shard exactly once.
-    per_host.append(set(indices.tolist()))
-  assert not per_host[0] & per_host[1]
-  assert per_host[0] | per_host[1] == set(range(200))
+  one = iter(pipeline.train_loader(config))
+  hosts = [iter(pipeline.train_loader(config, process_index=p, process_count=2)) for p in range(2)]
+  epoch = []
+  for step in range(30):
+    want = _indices(next(one))
+    got = [_indices(next(host)) for host in hosts]
+    assert [len(g) for g in got] == [4, 4]
+    # Host p holds slots 4p .. 4p + 3 of the batch a single process reads at the same step.
+    np.testing.assert_array_equal(np.concatenate(got), want, err_msg=f"step {step}")
+    epoch.extend(want)
+  assert sorted(epoch[:200]) == list(range(200))  # each record once per epoch
+  assert epoch[200:] != epoch[:40]  # then a new shuffle
   with pytest.raises(ConfigError, match="input.batch_size=8"):
     pipeline.train_loader(config, process_index=0, process_count=3)
+
+
+def test_hosts_augment_their_slots_as_one_process_would(digits_data_dir):
+  config = _digits_config(digits_data_dir)
+  config.input.resize_short_max = 80  # scale jitter, random crops and flips, all drawn per record
+  one = iter(pipeline.train_loader(config))
+  hosts = [iter(pipeline.train_loader(config, process_index=p, process_count=2)) for p in range(2)]
+  wants, states = [], []
+  for _ in range(2):
+    wants.append(next(one))
+    got = [next(host) for host in hosts]
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), wants[-1][key])
+    states.append(hosts[1].get_state())
+  # Host 1's position after step 1 restores into a fresh loader of host 1 (as a resumed run's does).
+  restored = iter(pipeline.train_loader(config, process_index=1, process_count=2))
+  restored.set_state(states[0])
+  np.testing.assert_array_equal(next(restored)["image"], wants[1]["image"][4:])
 
 
 def test_train_loader_needs_image_labels(fake_config):

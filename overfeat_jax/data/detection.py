@@ -413,7 +413,8 @@ def _read_split(config: ml_collections.ConfigDict, split: str, *, evaluation: bo
   if n == 0:
     raise DataError(f"{spec.name} split {split!r} is empty")
   summary = summarise_split(source, n, spec, f"{spec.name} split {split!r}")
-  warn_about_boxes(summary, config.input.max_boxes)
+  if process_index == 0:  # every host reads the whole split: one warning, from host 0
+    warn_about_boxes(summary, config.input.max_boxes)
   inp = config.input
   bounds = tuple(inp.aspect_buckets)
   return _Split(spec=spec, source=source, summary=summary, shape_buckets=buckets.make_buckets(bounds),
@@ -459,7 +460,7 @@ def detection_train_loader(config: ml_collections.ConfigDict, *, process_index: 
         f"input.aspect_buckets")
   unused = [f"{b.name}: {n}" for b, n in zip(split.shape_buckets, split.bucket_counts)
             if 0 < n < global_batch]
-  if unused:
+  if unused and process_index == 0:  # the same on every host
     warnings.warn(f"{what}: images of buckets smaller than input.batch_size={global_batch} are "
                   f"never trained on ({', '.join(unused)})", stacklevel=2)
   return DetectionTrainLoader(

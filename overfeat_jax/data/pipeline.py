@@ -2,8 +2,9 @@
 
 - `load_source`: the random-access `tfds.data_source` of one split (our builders are generated on
   first use; external datasets must have been prepared with `tfds build ... --file_format=array_record`).
-- `train_loader`: an infinite, deterministically shuffled, per-host sharded stream of augmented
-  classification batches (SPEC A3) over a `grain.DataLoader`, with checkpointable iterator state.
+- `train_loader`: an infinite, deterministically shuffled stream of augmented classification batches
+  (SPEC A3) over a `grain.DataLoader`, each host reading its slots of every global batch, with
+  checkpointable iterator state.
 - `eval_loader`: the eval split in a fixed order grouped by shape bucket, each WHOLE image resized
   (aspect kept) and padded into its bucket's canvas (SPEC A4, `overfeat_jax.data.buckets`); the last
   batch of each bucket padded and masked.
@@ -224,6 +225,35 @@ class TrainIterator:
       inner.close()
 
 
+class HostSlots:
+  """A grain sampler: one host's slots of every global batch of another sampler's order.
+
+  Position j of host p is position (j // B_host) * B + p * B_host + j % B_host of `sampler` (B the
+  global batch, B_host = B / process_count): the hosts' batches, stacked in process order, are the
+  global batch one process would read, with the same records and augmentation (grain draws it from
+  the sampler position), so a run's batches do not depend on how many processes read them.
+  """
+
+  def __init__(self, sampler: grain.samplers.IndexSampler, *, global_batch: int, process_index: int,
+               process_count: int):
+    self.sampler = sampler
+    self.global_batch = global_batch
+    self.host_batch = global_batch // process_count
+    self.first_slot = process_index * self.host_batch
+    self.process_count = process_count
+
+  def __len__(self) -> int:
+    return len(self.sampler) // self.process_count
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    step, slot = divmod(index, self.host_batch)
+    return self.sampler[step * self.global_batch + self.first_slot + slot]
+
+  def __repr__(self) -> str:  # grain checks a restored iterator's sampler by its repr
+    return (f"HostSlots({self.sampler!r}, global_batch={self.global_batch}, "
+            f"first_slot={self.first_slot}, process_count={self.process_count})")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainLoader:
   """An infinite training stream; each `iter()` starts a fresh `TrainIterator` at step 0.
@@ -232,7 +262,7 @@ class TrainLoader:
     examples: the grain.DataLoader of single augmented examples (uint8 images).
     batch_size: B_host.
     mean, std: per-channel normalisation.
-    num_records: records in this host's shard (each epoch visits each once).
+    num_records: records of the split (each epoch visits each once, over all hosts).
   """
 
   examples: grain.DataLoader
@@ -252,9 +282,10 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
   `iter(loader)` gives a `TrainIterator` (`get_state()` / `set_state()` for checkpoints) of batches
   {"image": [B_host, S, S, 3] float32 normalised ((x / 255 - mean) / std), "label": [B_host] int32},
   S = config.input.crop_size, B_host = config.input.batch_size / process_count. Each epoch is a
-  fresh shuffle (from config.seed) of this host's shard: a disjoint 1/process_count of the records
-  (the remainder is dropped so every host has as many). Augmentation draws from grain's per-record
-  RNG, a function of config.seed and the record's position in the stream only.
+  fresh shuffle (from config.seed) of all records, read in global batches of config.input.batch_size;
+  host p gets slots p * B_host .. (p + 1) * B_host - 1 of each (`HostSlots`). Augmentation draws from
+  grain's per-record RNG, a function of config.seed and the record's position in the global stream
+  only, so the global batches are the same for any process count.
 
   Raises:
     ConfigError: bad input config, or a batch size not divisible by process_count.
@@ -268,13 +299,14 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
         f"train_loader makes classification batches, but {spec.name} has no image-level label")
   batch = host_batch_size(config.input.batch_size, process_count, "input.batch_size")
   source = load_source(config.dataset, config.dataset.train_split)
-  if len(source) < process_count:
-    raise DataError(f"{spec.name} split {config.dataset.train_split!r} has {len(source)} records, "
-                    f"fewer than the {process_count} processes")
-  shard = grain.sharding.ShardOptions(
-      shard_index=process_index, shard_count=process_count, drop_remainder=True)
+  # One process reads grain's plain sampler (so checkpoints of earlier versions still resume: grain
+  # checks the sampler's repr); several read their slots of its global batches.
   sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=config.seed)
+      num_records=len(source), shard_options=grain.sharding.ShardOptions(0, 1, drop_remainder=True),
+      shuffle=True, num_epochs=None, seed=config.seed)
+  if process_count > 1:
+    sampler = HostSlots(sampler, global_batch=config.input.batch_size, process_index=process_index,
+                        process_count=process_count)
   inp = config.input
   augment = transforms.TrainTransform(
       spec=spec, resize_short=inp.resize_short, crop_size=inp.crop_size,
@@ -287,11 +319,11 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
       operations=[augment],
       worker_count=inp.num_workers,
       worker_buffer_size=max(1, math.ceil(read_ahead / max(1, inp.num_workers))),
-      shard_options=shard,
+      shard_options=grain.sharding.NoSharding(),  # the sampler holds this host's positions
       read_options=read_options(read_ahead),
   )
   return TrainLoader(examples=examples, batch_size=batch, mean=tuple(inp.mean), std=tuple(inp.std),
-                     num_records=len(source) // process_count)
+                     num_records=len(source))
 
 
 # ----------------------------------------------------------------------------------------------

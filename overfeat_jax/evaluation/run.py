@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import jax
 import ml_collections
 
 from overfeat_jax import metrics_writer, run_info, tasks
@@ -59,12 +60,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True
 
   Returns the evaluator's results (also written to `workdir/eval/metrics.json`), then logs its
   scalars and the environment in `workdir/eval` (process 0) and, with `verbose`, prints a summary
-  line.
+  line. In a run of several processes only process 0 prints (tables, progress, summary).
   Raises:
     ConfigError, DataError, CheckpointError, InputSizeError, WorkdirError: one-line user errors.
   """
   validate_config(config)
   tasks.get_task(config)  # the task must exist even where its evaluator is missing
+  verbose = verbose and jax.process_index() == 0  # every process evaluates; process 0 prints
   result = EVALUATORS[config.task](config, workdir, verbose=verbose, **kwargs)
   step = result["checkpoint_step"]
   directory = log_dir(workdir)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Any
 
 import grain
@@ -43,6 +44,27 @@ DAMAGED_SUBDIR = "damaged_checkpoints"
 
 def _with_sharding(abstract_tree: Any, sharding: jax.sharding.Sharding) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_tree)
+
+
+# grain's checkpoint handler keeps one data position per process: <step>/data/process_<i>-of-<n>.json.
+_DATA_POSITION_FILE = re.compile(r"process_\d+-of-(\d+)\.json")
+
+
+def _check_process_count(data_dir: str, step: int) -> None:
+  """CheckpointError unless `step`'s data positions were saved by as many processes as run now (each
+  process resumes from its own; without them grain's restore fails with a bare "file not found")."""
+  try:
+    names = os.listdir(data_dir)
+  except OSError:
+    return  # no data item: the restore itself reports the damaged step
+  counts = {int(m.group(1)) for m in map(_DATA_POSITION_FILE.fullmatch, names) if m}
+  if counts and jax.process_count() not in counts:
+    saved = max(counts)
+    raise CheckpointError(
+        f"checkpoint step {step} in {os.path.dirname(os.path.dirname(data_dir))} holds the data "
+        f"positions of {saved} process{'es' if saved > 1 else ''}, but this run has "
+        f"{jax.process_count()}: resume it with {saved} (distributed.num_processes), or start a new "
+        "--workdir")
 
 
 class TrainCheckpoints:
@@ -97,7 +119,7 @@ class TrainCheckpoints:
       data_iterator: a fresh grain iterator of the same pipeline; its position is set in place.
     Raises:
       CheckpointError: no checkpoint, none intact (names each step and why), or one written for a
-        different model.
+        different model or by a different number of processes.
       WorkdirError: a damaged step cannot be moved aside.
     """
     replicated = mesh_lib.replicated(mesh)
@@ -108,6 +130,7 @@ class TrainCheckpoints:
     def restore(step: int) -> dict[str, Any]:
       saved = read_step(self._manager, step, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE]
       check_signature(saved, self.signature, self.directory)
+      _check_process_count(os.path.join(self.directory, str(step), DATA), step)
       return read_step(self._manager, step, **{
           PARAMS: ocp.args.StandardRestore(target_params),
           OPTIMIZER: ocp.args.StandardRestore(target_opt),

@@ -1,6 +1,7 @@
 """Graceful stop on SIGTERM / Ctrl-C (DESIGN: "Long work ... is interruptible").
 
-The training loop looks at the flag at each step boundary, saves a checkpoint and returns. Two ways:
+The training loop looks at the flag at each step boundary (several processes agree on it at each log
+or checkpoint step: `loop._stop_agreed`), saves a checkpoint and returns. Two ways:
 - in train.py, `overfeat_jax.stop_signals` is active: the signals are deferred to this request while it
   is armed (the loop arms it once its first step is compiled, i.e. once there is something to save);
   before that, or at a second Ctrl-C, the process exits at once with one line (status 130 / 143);

@@ -8,6 +8,11 @@ Everything a run makes goes into `workdir` (DESIGN "Conventions"): `config.json`
 command resumes from the newest intact checkpoint, data position included; one run at a time holds a
 workdir (`workdir.WorkdirLock`), and a resume may change only what `run_config` allows. A run ends
 with one summary line: the step, the last loss (and evaluation), where the checkpoints and metrics are.
+
+Several processes (`overfeat_jax.multihost`) run the same loop, each feeding its slots of every global
+batch; only process 0 prints, holds the lock and writes the workdir's small files, and all take part in
+each checkpoint. A signal stops a single process after the current step; several processes agree on it
+at the next log or checkpoint step (`_stop_agreed`), then all save that step and stop.
 """
 
 from __future__ import annotations
@@ -73,10 +78,15 @@ def _init_compiler_options() -> dict[str, Any]:
   return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
 
 
-def _stop_requested(stop: StopRequest) -> bool:
-  """The stop flag, agreed by all processes (one host's SIGTERM stops every host at the same step)."""
+def _stop_agreed(stop: StopRequest, at_boundary: bool) -> bool:
+  """Whether to stop after this step: this process's flag (one process, at every step), or the flags
+  of all processes, gathered only `at_boundary` (a log or checkpoint step, where the loop waits for
+  the devices anyway) so that there is no blocking collective at every step. Every process then
+  stops at the same step, whichever host the signal reached (SIGTERM to one host stops them all)."""
   if jax.process_count() == 1:
     return stop.requested
+  if not at_boundary:
+    return False
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(multihost_utils.process_allgather(int(stop.requested)).max())
 
@@ -196,8 +206,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task, *,
         stop.arm()  # the first step is compiled: from now on a signal saves, then stops
         step += 1
         log.record(step, step_metrics)
-        stopping = _stop_requested(stop)
-        if step % config.train.log_every == 0 or step == num_steps or stopping:
+        log_step = step % config.train.log_every == 0 or step == num_steps
+        stopping = _stop_agreed(stop, log_step or step % config.train.checkpoint_every == 0)
+        if log_step or stopping:
           log.flush(step)
         if eval_every and step % eval_every == 0 and not stopping:
           log.check_finite()  # never evaluate (and log) a diverged state
