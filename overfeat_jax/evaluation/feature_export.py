@@ -59,7 +59,7 @@ def read_image(path: str) -> np.ndarray:
     DataError: the file is missing or not an image PIL can read (names the file and why).
   """
   try:
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(files.read_bytes(path))) as image:  # local or cloud storage
       return np.asarray(image.convert("RGB"))
   except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
     raise DataError(f"cannot read image {path}: {reason(e)}") from e
