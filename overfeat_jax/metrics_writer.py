@@ -142,8 +142,9 @@ class MetricsWriter:
         break
       stamp += 1
     now, start = time.time(), SessionLog(status=SessionLog.START)
-    self._events = files.GrowingFile(path, _records([Event(wall_time=now, file_version="brain.Event:2"),
-                                                     Event(wall_time=now, step=first_step, session_log=start)]))
+    header = [Event(wall_time=now, file_version="brain.Event:2"),
+              Event(wall_time=now, step=first_step, session_log=start)]
+    self._events = files.GrowingFile(path, _records(header))
     self.events_path = path
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:

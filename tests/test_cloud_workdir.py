@@ -128,7 +128,8 @@ def test_a_training_run_and_its_resume_on_an_object_store(bucket, tmp_path, monk
   captured = capsys.readouterr()
   assert captured.err.count(f"warning: --workdir {workdir} is not on a local file system: it is not "
                             "locked") == 2
-  assert f"metrics in {workdir}/metrics.jsonl and TensorBoard (tensorboard --logdir {workdir})" in captured.out
+  assert (f"metrics in {workdir}/metrics.jsonl and TensorBoard (tensorboard --logdir {workdir})"
+          in captured.out)
 
 
 def test_evaluation_outputs_on_an_object_store(bucket, monkeypatch, capsys):
