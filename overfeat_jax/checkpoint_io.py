@@ -25,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from overfeat_jax import files
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.errors import CheckpointError, WorkdirError, reason
 
@@ -43,8 +44,8 @@ class DamagedStepError(Exception):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  """The absolute checkpoint directory of a work directory."""
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_SUBDIR)
+  """The absolute checkpoint directory of a work directory (local, or a URI such as gs://...)."""
+  return os.path.join(files.absolute(workdir), CHECKPOINT_SUBDIR)
 
 
 def as_json(value: Any) -> Any:
@@ -189,7 +190,7 @@ def restore_params(workdir: str, params_template: Any, *, task_signature: dict[s
     CheckpointError: no checkpoint in the directory, none intact, or one written for a different model.
   """
   directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
+  if not files.is_dir(directory):
     raise _no_checkpoint(directory)
   current = {"param_shapes": param_shapes(params_template)}
   if task_signature is not None:
@@ -199,7 +200,8 @@ def restore_params(workdir: str, params_template: Any, *, task_signature: dict[s
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None) or replicated),
       params_template)
   drop_orbax_echoes()
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(files.as_path(directory),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
 
   def restore(step: int) -> Any:
     saved = read_step(manager, step, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE]
@@ -222,10 +224,11 @@ def read_signature(workdir: str, *, step: int | None = None) -> tuple[dict[str, 
     CheckpointError: no checkpoint in the directory, or none whose signature reads back.
   """
   directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
+  if not files.is_dir(directory):
     raise _no_checkpoint(directory)
   drop_orbax_echoes()
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(files.as_path(directory),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     return restore_newest_intact(
         directory, manager.all_steps() if step is None else [step],
@@ -251,11 +254,12 @@ def save_params(workdir: str, params: Any, signature: dict[str, Any], *, step: i
     WorkdirError: the directory cannot be created or written (names it and why).
   """
   directory = checkpoint_dir(workdir)
-  if os.path.isdir(directory) and os.listdir(directory):
+  if files.listdir(directory):
     raise CheckpointError(f"{directory} already holds checkpoints: use a new --workdir")
   drop_orbax_echoes()
   try:
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=True))
+    manager = ocp.CheckpointManager(files.as_path(directory),
+                                    options=ocp.CheckpointManagerOptions(create=True))
     try:
       manager.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(params),
                                                     SIGNATURE: ocp.args.JsonSave(as_json(signature))}))

@@ -35,7 +35,7 @@ if __name__ == "__main__":
 import ml_collections  # noqa: E402
 from absl import flags  # noqa: E402
 
-from overfeat_jax import checkpoint_io, cli  # noqa: E402
+from overfeat_jax import checkpoint_io, cli, files  # noqa: E402
 from overfeat_jax.config import released_weights_config, validate_config  # noqa: E402
 from overfeat_jax.cpu_flags import use_fast_cpu_convolutions  # noqa: E402
 from overfeat_jax.errors import CheckpointError  # noqa: E402
@@ -83,7 +83,7 @@ def convert(config: ml_collections.ConfigDict, weights_path: str, workdir: str, 
 
   validate_config(config)
   existing = checkpoint_io.checkpoint_dir(workdir)
-  if os.path.isdir(existing) and os.listdir(existing):  # before reading 584 MB (save_params checks again)
+  if files.listdir(existing):  # before reading 584 MB (save_params checks again)
     raise CheckpointError(f"{existing} already holds checkpoints: use a new --workdir")
   model = classification.model_from_config(config)
   num_classes = config.dataset.num_classes

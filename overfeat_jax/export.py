@@ -283,8 +283,7 @@ def main(argv: list[str]) -> int:
   def run() -> None:
     written = export_model(config.value, workdir.value, out.value, batch=batch.value,
                            height=height.value, width=width.value, platforms=platforms.value)
-    with open(written.description) as f:
-      description = json.load(f)
+    description = json.loads(files.read_text(written.description))
     shapes = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in description["inputs"])
     print(f"exported {config.value.task} (checkpoint step {description['checkpoint_step']}) for "
           f"{'/'.join(description['platforms'])}: predict(params, {shapes}) -> {written.program}, "

@@ -2,10 +2,13 @@
 
 One `MetricsWriter` per log directory (the workdir for training, `<workdir>/eval` for evaluate.py)
 writes each `write(step, {key: value})` twice, with the same keys:
-  - one JSON object `{"step": step, key: value, ...}` appended to `<directory>/metrics.jsonl`;
+  - one JSON object `{"step": step, key: value, ...}` as the last line of `<directory>/metrics.jsonl`;
   - one TensorBoard event holding a scalar per key (tag = key, the same step) in an event file of
     `<directory>`, written without TensorFlow (the protos and the record checksum of tensorboardX).
 TensorBoard stores scalars as float32: the events hold the JSON values rounded to float32.
+The directory may be local or on cloud storage (`files`): metrics.jsonl is rewritten whole and
+atomically on each write (object stores cannot append; the writer keeps its lines, so a write costs
+the file's size), and the event file is a `files.GrowingFile`.
 
 Each writer starts a new event file (events.out.tfevents.<nanoseconds>.<host>: TensorBoard reads a
 directory's files in name order, so in the order they were started) that opens with a SessionLog START
@@ -23,7 +26,7 @@ import re
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
 import jax
 from tensorboardX.proto.event_pb2 import Event, SessionLog
@@ -40,18 +43,14 @@ EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard loads files whose name hol
 _TAG = re.compile(r"[A-Za-z0-9_.\-][A-Za-z0-9_.\-/]*")
 
 
-def drop_records_after(path: str, step: int) -> list[dict[str, Any]]:
-  """Keeps the records of `path` up to `step` (a resumed run logs the later steps again); returns them.
-
-  After a kill, metrics.jsonl may hold steps past the checkpoint the run resumes from, and a last
-  line cut short; both are dropped so that the file reads as one uninterrupted run.
-  Raises:
-    WorkdirError: the file cannot be rewritten (it is left as it was).
-  """
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = f.read().splitlines()
+def _kept_lines(path: str, step: int) -> tuple[list[str], list[dict[str, Any]], bool]:
+  """(lines, their records, whether any line was dropped) of `path` up to `step` (module doc)."""
+  if not files.exists(path):
+    return [], [], False
+  try:
+    lines = files.read_text(path).splitlines()
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"cannot read {path}: {reason(e)}") from e
   kept, records = [], []
   for line in lines:
     try:
@@ -61,9 +60,26 @@ def drop_records_after(path: str, step: int) -> list[dict[str, Any]]:
         records.append(record)
     except (ValueError, KeyError, TypeError):
       continue
-  if len(kept) != len(lines):
+  return kept, records, len(kept) != len(lines)
+
+
+def drop_records_after(path: str, step: int) -> list[dict[str, Any]]:
+  """Keeps the records of `path` up to `step` (a resumed run logs the later steps again); returns them.
+
+  After a kill, metrics.jsonl may hold steps past the checkpoint the run resumes from, and a last
+  line cut short (written by a version that appended); both are dropped so that the file reads as
+  one uninterrupted run.
+  Raises:
+    WorkdirError: the file cannot be read or rewritten (it is left as it was).
+  """
+  kept, records, dropped = _kept_lines(path, step)
+  if dropped:
     files.replace_file(path, "".join(line + "\n" for line in kept))
   return records
+
+
+def _records(events: list[Event]) -> bytes:
+  return b"".join(tfrecord(event.SerializeToString()) for event in events)
 
 
 def tfrecord(data: bytes) -> bytes:
@@ -92,11 +108,15 @@ class MetricsWriter:
     self.path = os.path.join(directory, METRICS_FILE)
     self.active = jax.process_index() == 0 if active is None else active
     self.events_path: str | None = None
-    self._events: BinaryIO | None = None
+    self._events: files.GrowingFile | None = None
+    self._lines: list[str] = []  # metrics.jsonl's lines: each write rewrites the whole file
     self._newest: dict[str, tuple[int, float]] = {}
     if not self.active:
       return
-    for record in drop_records_after(self.path, resume_step):
+    self._lines, records, dropped = _kept_lines(self.path, resume_step)
+    if dropped:
+      self._rewrite()
+    for record in records:
       self._remember(record["step"], record)
     if tensorboard:
       self._open_events(resume_step + 1)
@@ -106,29 +126,26 @@ class MetricsWriter:
       if key != "step" and isinstance(value, numbers.Real) and not isinstance(value, bool):
         self._newest[key] = (step, float(value))
 
+  def _rewrite(self) -> None:
+    files.replace_file(self.path, "".join(line + "\n" for line in self._lines))
+
   def _open_events(self, first_step: int) -> None:
     """A new event file: the file version, then a SessionLog START at `first_step`."""
-    try:
-      os.makedirs(self.directory, exist_ok=True)
-      while self._events is None:  # a unique name, never an earlier file's
-        path = os.path.join(self.directory, f"{EVENTS_PREFIX}{time.time_ns():020d}.{socket.gethostname()}")
-        try:
-          self._events = open(path, "xb")
-        except FileExistsError:
-          continue
-        self.events_path = path
-    except OSError as e:
-      raise WorkdirError(f"cannot write a TensorBoard event file in {self.directory}: {reason(e)}") from e
+    stamp = time.time_ns()
+    while True:  # a unique name, never an earlier file's
+      path = os.path.join(self.directory, f"{EVENTS_PREFIX}{stamp:020d}.{socket.gethostname()}")
+      try:
+        taken = files.exists(path)
+      except OSError as e:
+        raise WorkdirError(f"cannot write a TensorBoard event file in {self.directory}: {reason(e)}") from e
+      if not taken:
+        break
+      stamp += 1
     now, start = time.time(), SessionLog(status=SessionLog.START)
-    self._write_events([Event(wall_time=now, file_version="brain.Event:2"),
-                        Event(wall_time=now, step=first_step, session_log=start)])
-
-  def _write_events(self, events: list[Event]) -> None:
-    try:
-      self._events.write(b"".join(tfrecord(event.SerializeToString()) for event in events))
-      self._events.flush()  # readable by TensorBoard at once (and after a kill)
-    except OSError as e:
-      raise WorkdirError(f"cannot write {self.events_path}: {reason(e)}") from e
+    header = [Event(wall_time=now, file_version="brain.Event:2"),
+              Event(wall_time=now, step=first_step, session_log=start)]
+    self._events = files.GrowingFile(path, _records(header))
+    self.events_path = path
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     """Logs `scalars` at `step`: one line in metrics.jsonl, one event in the TensorBoard file.
@@ -145,11 +162,16 @@ class MetricsWriter:
     values = {key: float(value) for key, value in scalars.items()}
     if not self.active:
       return
-    files.append_line(self.path, json.dumps({"step": step, **values}))
+    self._lines.append(json.dumps({"step": step, **values}))
+    try:
+      self._rewrite()
+    except WorkdirError:
+      self._lines.pop()  # not written: the next write must not carry it
+      raise
     self._remember(step, values)
     if self._events is not None:
       summary = Summary(value=[Summary.Value(tag=key, simple_value=value) for key, value in values.items()])
-      self._write_events([Event(wall_time=time.time(), step=step, summary=summary)])
+      self._events.extend(_records([Event(wall_time=time.time(), step=step, summary=summary)]))
 
   def newest(self, key: str) -> tuple[int, float] | None:
     """(step, value) of the newest record of `key`, this run's or an earlier one's kept in
@@ -157,9 +179,7 @@ class MetricsWriter:
     return self._newest.get(key)
 
   def close(self) -> None:
-    if self._events is not None:
-      self._events.close()
-      self._events = None
+    self._events = None  # every write is complete when `write` returns: nothing to flush
 
   def __enter__(self) -> MetricsWriter:
     return self

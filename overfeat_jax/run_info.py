@@ -70,8 +70,7 @@ def read_runs(directory: str) -> list[dict[str, Any]]:
   """The records of `directory/run_info.json`, oldest first ([] when missing or unreadable)."""
   path = os.path.join(directory, RUN_INFO_FILE)
   try:
-    with open(path) as f:
-      runs = json.load(f)["runs"]
+    runs = json.loads(files.read_text(path))["runs"]
   except (OSError, ValueError, KeyError, TypeError):
     return []
   return runs if isinstance(runs, list) else []

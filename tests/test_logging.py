@@ -18,6 +18,7 @@ import tomllib
 import jax
 import numpy as np
 import pytest
+from etils import epath
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 import overfeat_jax
@@ -54,7 +55,7 @@ def test_the_crc_reference_is_crc32c():
 
 def read_events(path) -> list[Event]:
   """Every record of a TFRecord file as an Event; asserts the framing and both checksums."""
-  data, events, at = open(path, "rb").read(), [], 0
+  data, events, at = epath.Path(path).read_bytes(), [], 0  # epath: also a cloud workdir's files
   while at < len(data):
     header = data[at:at + 8]
     length = int.from_bytes(header, "little")
@@ -88,7 +89,7 @@ def tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
 def jsonl_scalars(path) -> dict[str, list[tuple[int, float]]]:
   """The same view of metrics.jsonl, values rounded to float32 as TensorBoard stores them."""
   scalars: dict[str, list[tuple[int, float]]] = {}
-  for line in open(path).read().splitlines():
+  for line in epath.Path(path).read_text().splitlines():
     record = json.loads(line)
     for key, value in record.items():
       if key != "step":

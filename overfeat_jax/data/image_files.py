@@ -15,9 +15,11 @@ as are files PIL cannot read; the error names the file.
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageOps
 
 from overfeat_jax.errors import DataError, reason
@@ -57,7 +59,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
       mode that is not supported; the message names the file and why.
   """
   try:
-    with Image.open(path) as image:
+    # Through epath, so that an image on cloud storage reads like a local one.
+    with Image.open(io.BytesIO(epath.Path(path).read_bytes())) as image:
       return image_to_rgb(image, str(path))
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     # PIL's UnidentifiedImageError and truncated data are OSErrors; some decoders raise SyntaxError.

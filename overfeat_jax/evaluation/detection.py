@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from overfeat_jax.errors import DataError, OverfeatError
+from overfeat_jax import files
+from overfeat_jax.errors import DataError, WorkdirError
+from overfeat_jax.evaluation import outputs
 from overfeat_jax.evaluation.coco import STAT_NAMES, UNDEFINED, coco_evaluate
 from overfeat_jax.evaluation.voc import voc_evaluate
 
@@ -250,7 +252,7 @@ class DetectionEvaluator:
     Returns:
       {**extra, **compute()}.
     Raises:
-      DataError: see `add`. OverfeatError: a file could not be written (after printing the metrics).
+      DataError: see `add`. WorkdirError: a file could not be written (after printing the metrics).
     """
     self.reset()
     for batch in batches:
@@ -288,35 +290,19 @@ def format_report(result: Mapping[str, Any]) -> str:
   return "\n".join(out)
 
 
-def _write_json_atomic(path: str, value: Any, indent: int | None = None) -> None:
-  """Writes `value` as JSON to path + '.tmp', then renames it over `path` (never a partial file)."""
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(value, f, indent=indent)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def write_eval_files(workdir: str, result: Mapping[str, Any],
                      detections: Sequence[Mapping[str, Any]]) -> None:
-  """Writes `workdir/eval/detections.json` (COCO results) and `workdir/eval/metrics.json`.
+  """Writes `workdir/eval/detections.json` (COCO results) and `workdir/eval/metrics.json`, each
+  atomically (`files.replace_file`; `workdir` may be on cloud storage).
 
   Raises:
-    OverfeatError: a file could not be written; the metrics are printed (as JSON, on stderr) first,
+    WorkdirError: a file could not be written; the metrics are printed (as JSON, on stderr) first,
       so a computed evaluation is never lost.
   """
-  directory = os.path.join(workdir, "eval")
-  path = directory
   try:
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "detections.json")
-    _write_json_atomic(path, list(detections))
-    path = os.path.join(directory, "metrics.json")
-    _write_json_atomic(path, dict(result), indent=2)
-  except OSError as e:
+    files.replace_file(os.path.join(workdir, outputs.EVAL_SUBDIR, "detections.json"),
+                       json.dumps(list(detections)))
+    files.replace_file(outputs.metrics_path(workdir), json.dumps(dict(result), indent=2) + "\n")
+  except WorkdirError as e:
     print(json.dumps(result, indent=1), file=sys.stderr, flush=True)
-    raise OverfeatError(f"could not write {path}: {e.strerror or e}; the metrics computed are "
-                        f"printed above") from e
+    raise WorkdirError(f"{e}; the metrics computed are printed above") from e

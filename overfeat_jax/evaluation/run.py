@@ -20,7 +20,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from overfeat_jax import metrics_writer, run_info, tasks
+from overfeat_jax import files, metrics_writer, run_info, tasks
 from overfeat_jax.config import validate_config
 from overfeat_jax.errors import ConfigError
 from overfeat_jax.evaluation import classification, detection_overfeat, faster_rcnn, localization, outputs
@@ -76,9 +76,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True
     metrics.write(step, SCALARS[config.task](result))
   run_info.record(directory, command="evaluate", step=step)
   if verbose and metrics.active:
-    places = [os.path.abspath(outputs.metrics_path(workdir)), os.path.abspath(metrics.path)]
+    places = [files.absolute(outputs.metrics_path(workdir)), files.absolute(metrics.path)]
     if metrics.events_path:
-      places.append(f"TensorBoard (tensorboard --logdir {os.path.abspath(workdir)})")
+      places.append(f"TensorBoard (tensorboard --logdir {files.absolute(workdir)})")
     print(f"done: checkpoint step {step}, {SUMMARIES[config.task](result)}; metrics in "
           f"{', '.join(places[:-1])} and {places[-1]}", flush=True)
   return result

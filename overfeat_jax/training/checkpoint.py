@@ -19,6 +19,10 @@ restart resumes from, and older steps are deleted (beyond `keep`) only once a ne
 Damage: a step that cannot be read back (a truncated array file, a missing item) is moved to
 `<workdir>/damaged_checkpoints/<step>` with a warning, and the run resumes from the newest intact step
 (`checkpoint_io.restore_newest_intact`); if none is intact, nothing is moved and the restore fails.
+
+Cloud storage: the directory may be a URI (gs://...), handed to orbax as an `epath.Path`; the arrays
+are then written by tensorstore's own driver for that store. On an object store orbax's final rename
+and the move of a damaged step are copies then deletes (`files.move`), not atomic renames.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from overfeat_jax import files
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.checkpoint_io import (DATA, OPTIMIZER, PARAMS, SIGNATURE, as_json, check_signature,
                                         checkpoint_dir, drop_orbax_echoes, read_step,
@@ -82,7 +87,7 @@ class TrainCheckpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
                                            cleanup_tmp_directories=True)
     try:
-      self._manager = ocp.CheckpointManager(self.directory, options=options)
+      self._manager = ocp.CheckpointManager(files.as_path(self.directory), options=options)
     except OSError as e:
       raise WorkdirError(f"cannot use {self.directory}: {reason(e)}") from e
     drop_orbax_echoes()
@@ -99,12 +104,11 @@ class TrainCheckpoints:
     target = os.path.join(self.damaged_directory, str(step))
     if jax.process_index() == 0:
       suffix = 1
-      while os.path.exists(target):
-        suffix += 1
-        target = os.path.join(self.damaged_directory, f"{step}-{suffix}")
       try:
-        os.makedirs(self.damaged_directory, exist_ok=True)
-        os.rename(os.path.join(self.directory, str(step)), target)
+        while files.exists(target):
+          suffix += 1
+          target = os.path.join(self.damaged_directory, f"{step}-{suffix}")
+        files.move(os.path.join(self.directory, str(step)), target)
       except OSError as e:
         raise WorkdirError(f"cannot move the damaged checkpoint step {step} out of {self.directory} "
                            f"to {target}: {reason(e)}") from e

@@ -28,7 +28,7 @@ from typing import Any, Callable, TextIO
 import jax
 import ml_collections
 
-from overfeat_jax import checkpoint_io
+from overfeat_jax import checkpoint_io, files
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax import metrics_writer
 from overfeat_jax import run_info
@@ -112,7 +112,7 @@ def _start(config: ml_collections.ConfigDict, workdir: str, task: Task,
   if out:
     print(f"{'resuming from' if step else 'starting at'} step {step}/{num_steps} "
           f"({task.steps_per_epoch} steps per epoch, global batch {config.input.batch_size} on "
-          f"{mesh.devices.size} device(s)); workdir {os.path.abspath(workdir)}", file=out, flush=True)
+          f"{mesh.devices.size} device(s)); workdir {files.absolute(workdir)}", file=out, flush=True)
     if changes:
       print(f"config changed on resume (recorded in {run_config.CHANGES_FILE}): " + "; ".join(
           f"{key} {old} -> {new}" for key, (old, new) in changes.items()), file=out, flush=True)
@@ -140,9 +140,9 @@ def _summary(step: int, num_steps: int, stopped_by: int | None, workdir: str,
     newest = metrics.newest(key) if key else None
     if newest is not None:
       parts.append(f"{key} {newest[1]:.4g} (step {newest[0]})")
-  where = f"checkpoints in {checkpoints.directory}; metrics in {os.path.abspath(metrics.path)}"
+  where = f"checkpoints in {checkpoints.directory}; metrics in {files.absolute(metrics.path)}"
   if metrics.events_path:
-    where += f" and TensorBoard (tensorboard --logdir {os.path.abspath(workdir)})"
+    where += f" and TensorBoard (tensorboard --logdir {files.absolute(workdir)})"
   return "done: " + ", ".join(parts) + "; " + where
 
 

@@ -40,18 +40,17 @@ def read_saved(workdir: str) -> dict[str, Any] | None:
     CheckpointError: the file cannot be read or is not a JSON object (e.g. empty, cut short).
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None
   try:
-    with open(path) as f:
-      saved = json.load(f)
+    saved = json.loads(files.read_text(path))
   except (OSError, ValueError) as e:
     saved, why = None, reason(e)
   else:
     why = "not a JSON object"
   if not isinstance(saved, dict):
     raise CheckpointError(
-        f"cannot resume from {os.path.abspath(workdir)}: {path} is unreadable ({why}); it records the "
+        f"cannot resume from {files.absolute(workdir)}: {path} is unreadable ({why}); it records the "
         "config the checkpoints were trained with: restore it, or delete it to resume with the current "
         "config checked against the checkpoints' model signature alone")
   return saved
@@ -97,8 +96,8 @@ def save(workdir: str, config: ml_collections.ConfigDict, *, step: int, changes:
     WorkdirError: a file cannot be written (the old config.json is left as it was).
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if step and not changes and os.path.exists(path):
+  if step and not changes and files.exists(path):
     return
   if step and changes:
-    files.append_line(os.path.join(workdir, CHANGES_FILE), json.dumps({"step": step, "changes": changes}))
+    files.add_line(os.path.join(workdir, CHANGES_FILE), json.dumps({"step": step, "changes": changes}))
   files.replace_file(path, config.to_json(indent=2) + "\n")

@@ -4,7 +4,13 @@ The lock is `fcntl.flock` on `<workdir>/train.lock` (which also holds the holder
 message). The OS releases it when the holding process ends, however it ends (a kill -9 included), so
 a stale lock file never needs removing by hand. A second `train.py` on the same work directory is
 refused at start, before it reads or writes anything there; evaluation does not lock (it only reads
-checkpoints, and writes eval/ atomically). On storage without flock support the lock fails loudly.
+checkpoints, and writes eval/ atomically). On local storage without flock support the lock fails
+loudly.
+
+A work directory on cloud storage (a URI such as gs://bucket/run, see `overfeat_jax.files`) has no
+such lock: object stores offer no lock that dies with its holder. There the lock is skipped with a
+one-line warning on stderr, and keeping a second run off the directory is up to the user; nothing is
+created or checked there before the run writes its files.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sys
 from typing import Any
 
+from overfeat_jax import files
 from overfeat_jax.errors import WorkdirError, reason
 
 LOCK_FILE = "train.lock"
@@ -28,11 +36,15 @@ class WorkdirLock:
   """
 
   def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(workdir)
+    self.workdir = files.absolute(workdir)
     self.path = os.path.join(self.workdir, LOCK_FILE)
     self._fd: int | None = None
 
   def __enter__(self) -> WorkdirLock:
+    if not files.is_local(self.workdir):
+      print(f"warning: --workdir {self.workdir} is not on a local file system: it is not locked, so make "
+            "sure no other training run uses it", file=sys.stderr, flush=True)
+      return self
     if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
       raise WorkdirError(f"--workdir {self.workdir} is a file, not a directory")
     cannot_write = f"cannot write in --workdir {self.workdir}"
