@@ -58,3 +58,23 @@ def initialize(config: ml_collections.ConfigDict) -> bool:
 
 def _described(kwargs: dict[str, object]) -> str:
   return "".join(f", {key}={value!r}" for key, value in kwargs.items())
+
+
+def gather_bytes(data: bytes) -> list[bytes]:
+  """Every process's `data`, in process order (one collective: all processes must call it).
+
+  For small host-side results that differ in size between processes (e.g. the detections of each
+  process's share of an evaluation): the lengths are gathered first, then the bytes padded to the
+  longest. With one process, [data] without any collective.
+  """
+  import jax  # Not at import time (see `initialize`).
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  if jax.process_count() == 1:
+    return [data]
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int64)))  # [P, 1]
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(data)] = np.frombuffer(data, np.uint8)
+  gathered = np.asarray(multihost_utils.process_allgather(padded))  # [P, longest]
+  return [gathered[p, :int(n)].tobytes() for p, n in enumerate(lengths[:, 0])]

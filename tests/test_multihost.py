@@ -266,3 +266,23 @@ def test_jax_refusing_to_start_is_a_one_line_error():
   assert message.startswith("cannot start the distributed run (distributed.initialize='explicit', "
                             "coordinator_address='localhost:1234', num_processes=2, process_id=0): ")
   assert "must be called before any JAX calls" in message and "\n" not in message
+
+
+def test_detection_metrics_are_gathered_from_every_process():
+  """Two processes each add half of six images; after `gather` both compute the metrics of all six,
+  as one process that added them all (DetectionEvaluator and the proposals' RecallAccumulator)."""
+  import json
+  import gather_run
+  port = free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "gather_run.py"), str(port), str(i)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+           for i in range(2)]
+  results = []
+  for status, out, err in finish(procs):
+    assert status == 0, err[-2000:]
+    results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+  whole = gather_run.metrics(list(range(6)), gather=False)
+  half = gather_run.metrics([0, 2, 4], gather=False)
+  assert results[0] == results[1] == whole
+  assert whole["num_images"] == 6 and half["num_images"] == 3 and half != whole

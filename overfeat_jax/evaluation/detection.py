@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from overfeat_jax import files
+from overfeat_jax import files, multihost
 from overfeat_jax.errors import DataError, WorkdirError
 from overfeat_jax.evaluation import outputs
 from overfeat_jax.evaluation.coco import STAT_NAMES, UNDEFINED, coco_evaluate
@@ -198,6 +198,27 @@ class DetectionEvaluator:
                                "category_id": self._category(int(label), image_id, "predicted"),
                                "bbox": _xywh(box), "score": float(score)})
 
+  def gather(self) -> None:
+    """Makes this evaluator hold what every process added (a collective: all processes call it at
+    the same point; nothing happens with one process). Each process adds only its share of the
+    images (`detection_eval_loader` splits them), so without this a multi-process evaluation would
+    score process 0's share alone."""
+    mine = json.dumps([self._images, self._annotations, self._detections, self._dropped]).encode()
+    parts = [json.loads(part) for part in multihost.gather_bytes(mine)]
+    if len(parts) == 1:
+      return
+    self.reset()
+    for images, anns, detections, dropped in parts:
+      for image in images:
+        if image["id"] in self._image_ids:
+          raise DataError(f"image id {image['id']} was evaluated by two processes")
+        self._image_ids.add(image["id"])
+      self._images += images
+      # Annotation ids are numbered per process: renumber them for the whole.
+      self._annotations += [{**a, "id": len(self._annotations) + i + 1} for i, a in enumerate(anns)]
+      self._detections += detections
+      self._dropped += dropped
+
   def ground_truth(self) -> dict[str, Any]:
     """The accumulated ground truth as a COCO-format dataset dict (original pixels)."""
     return {"images": list(self._images), "annotations": list(self._annotations),
@@ -257,6 +278,7 @@ class DetectionEvaluator:
     self.reset()
     for batch in batches:
       self.add(predict_fn(batch), batch)
+    self.gather()
     result = {**(extra or {}), **self.compute()}
     if verbose:
       print(format_report(result), flush=True)

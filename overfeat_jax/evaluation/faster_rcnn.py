@@ -19,6 +19,7 @@ side by side.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from overfeat_jax import checkpoint_io
+from overfeat_jax import checkpoint_io, multihost
 from overfeat_jax import mesh as mesh_lib
 from overfeat_jax.data import buckets, detection, pipeline, transforms
 from overfeat_jax.data.class_names import class_names
@@ -66,6 +67,16 @@ class RecallAccumulator:
       running = np.maximum.accumulate(iou, axis=1) if iou.shape[1] else np.zeros((len(gt), 1))
       columns = [min(n, running.shape[1]) - 1 for n in self.num_proposals]
       self.best.append(running[:, columns] if running.shape[1] else np.zeros((len(gt), len(columns))))
+
+  def gather(self) -> None:
+    """Makes this accumulator hold every process's images (a collective, as
+    `DetectionEvaluator.gather`; nothing happens with one process)."""
+    mine = json.dumps([[b.tolist() for b in self.best], self.proposals_per_image]).encode()
+    parts = [json.loads(part) for part in multihost.gather_bytes(mine)]
+    if len(parts) > 1:
+      width = len(self.num_proposals)
+      self.best = [np.asarray(b, np.float64).reshape(-1, width) for best, _ in parts for b in best]
+      self.proposals_per_image = [n for _, counts in parts for n in counts]
 
   def compute(self) -> dict[str, Any]:
     """{"num_ground_truth", "mean_proposals" (valid per image), "recall": {"N": {"t": recall}}}; recall
@@ -143,6 +154,8 @@ class Evaluator:
       if verbose and (i == 0 or i % 20 == 0 or i == len(self.loader) - 1):
         print(f"eval: {seen}/{self.loader.num_examples} images, "
               f"{seen / max(time.time() - start, 1e-9):.1f} img/s", flush=True)
+    evaluator.gather()  # each process evaluated its share of the images
+    recall.gather()
     result = {"checkpoint_step": int(step), "dataset": self.config.dataset.name,
               "split": self.config.dataset.eval_split, "seconds": round(time.time() - start, 1),
               **evaluator.compute(), "proposals": recall.compute()}
