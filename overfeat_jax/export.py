@@ -24,8 +24,10 @@ The classifier's function (`classifier_predict`) takes uint8 RGB images [B, H, W
 config's input normalisation is inside) and returns {'logits': float32 [B, K], 'probabilities':
 float32 [B, K]}: at the training size the network's logits, at a larger size the spatial maximum of its
 class map (SPEC A4's spatial max, coarse stride, one scale). The mechanism (`export_function`,
-`write_export`) takes any predict function of (params, *inputs) with input specs, so the detectors'
-predict functions export the same way: each task adds a builder to `EXPORTERS`.
+`write_export`) takes any predict function of (params, *inputs) with input specs; each task adds a
+builder to `EXPORTERS`. The Faster R-CNN detector's (`faster_rcnn_predict`) takes uint8 images on a
+fixed canvas (default input.min_size x input.max_size) with each image's size, and returns its padded
+detections {'boxes', 'scores', 'classes', 'valid'} (D = faster_rcnn.test.max_detections slots).
 """
 
 from __future__ import annotations
@@ -204,10 +206,57 @@ def _classification(config: ml_collections.ConfigDict, batch: str, height: int, 
                     inputs=[images], params_template=task.params_template(model), notes=notes)
 
 
+def faster_rcnn_predict(config: ml_collections.ConfigDict, model: Any) -> Callable[..., Any]:
+  """predict(params, images uint8 [B, H, W, 3], sizes int32 [B, 2]) -> the detector's padded outputs.
+
+  `sizes` holds each image's (height, width) inside the canvas (the images at the top left, the rest
+  padding, as the input pipeline lays them out); images and sizes are in network-input pixels (the
+  caller resizes), so the proposal layer's minimum box side is `faster_rcnn.proposal_min_size` pixels.
+  The images are normalised inside (x / 255, minus the mean, over the std; zeros outside `sizes`, as
+  `data.transforms.NormalizeBatch`). Returns {'boxes' float32 [B, D, 4] (x1, y1, x2, y2), 'scores'
+  float32 [B, D], 'classes' int32 [B, D], 'valid' bool [B, D]}, D = faster_rcnn.test.max_detections.
+  """
+  mean = np.asarray(config.input.mean, np.float32)
+  std = np.asarray(config.input.std, np.float32)
+  min_size = float(config.faster_rcnn.proposal_min_size)
+
+  def predict(params: Any, images: jax.Array, sizes: jax.Array) -> dict[str, jax.Array]:
+    _, h, w, _ = images.shape
+    inside = ((jnp.arange(h)[None, :, None] < sizes[:, 0, None, None])
+              & (jnp.arange(w)[None, None, :] < sizes[:, 1, None, None]))  # [B, H, W]
+    x = (images.astype(jnp.float32) * np.float32(1 / 255) - mean) / std
+    x = jnp.where(inside[..., None], x, 0.0)
+    outputs = model.apply({"params": params}, x, sizes, jnp.full((images.shape[0],), min_size))
+    d = outputs.detections
+    return {"boxes": d.boxes, "scores": d.scores, "classes": d.classes, "valid": d.valid}
+
+  return predict
+
+
+def _faster_rcnn(config: ml_collections.ConfigDict, batch: str, height: int, width: int) -> ExportPlan:
+  task = tasks.get_task(config)
+  model = task.model_from_config(config)
+  # Default canvas: the short side input.min_size by the long side input.max_size (a landscape image
+  # at the largest aspect the config allows).
+  height, width = height or config.input.min_size, width or config.input.max_size
+  inputs = [InputSpec("images", f"{batch}, {height}, {width}, 3", "uint8",
+                      "RGB pixels 0..255, each image at the top left of the canvas"),
+            InputSpec("sizes", f"{batch}, 2", "int32", "each image's (height, width) in the canvas")]
+  notes = {"num_classes": config.dataset.num_classes, "backbone": config.faster_rcnn.backbone,
+           "input_normalisation": {"mean": list(config.input.mean), "std": list(config.input.std),
+                                   "applied": "inside the function: (images / 255 - mean) / std, "
+                                              "zeros outside sizes"},
+           "outputs": "boxes (x1, y1, x2, y2) in canvas pixels, scores, classes in [0, K), valid "
+                      "(False: a padding slot)"}
+  return ExportPlan(predict=faster_rcnn_predict(config, model), inputs=inputs,
+                    params_template=task.params_template(model), notes=notes)
+
+
 # config.task -> its ExportPlan for (config, batch dimension: "batch" or a number, height, width);
 # height / width 0 = the task's default input size.
 EXPORTERS: dict[str, Callable[[ml_collections.ConfigDict, str, int, int], ExportPlan]] = {
     "classification": _classification,
+    "faster_rcnn": _faster_rcnn,
 }
 
 

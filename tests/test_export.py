@@ -147,3 +147,64 @@ def test_bad_requests_are_one_line_errors(trained, tmp_path):
   with pytest.raises(CheckpointError, match="no checkpoint in"):
     export.export_model(config, str(tmp_path / "empty"), str(tmp_path / "x"), platforms=["cpu"])
   assert not os.path.exists(tmp_path / "x")
+
+
+# The fresh process for a detector: inputs (images, sizes) from an npz, two batch sizes.
+RELOAD_DETECTOR = """
+import sys
+import jax
+import numpy as np
+program, inputs_file, results_file = sys.argv[1:]
+with open(program, "rb") as f:
+  exported = jax.export.deserialize(bytearray(f.read()))
+params = dict(np.load(program + ".npz"))
+inputs = np.load(inputs_file)
+results = {}
+for n in (1, 2):
+  outputs = exported.call(params, inputs["images"][:n], inputs["sizes"][:n])
+  results.update({f"{name}_{n}": np.asarray(value) for name, value in outputs.items()})
+assert not [m for m in sys.modules if m.split(".")[0] in ("overfeat_jax", "flax", "tensorflow")]
+np.savez(results_file, **results)
+"""
+
+
+def test_exported_detector_runs_in_a_fresh_process_like_the_model(tmp_path):
+  import test_faster_rcnn_task
+  import test_predict
+  from overfeat_jax.tasks import faster_rcnn
+  config = test_faster_rcnn_task.tiny_config(str(tmp_path / "no_data"))
+  config.faster_rcnn.test.score_threshold = 0.0  # an untrained net: keep its many detections
+  model = faster_rcnn.model_from_config(config)
+  params = test_predict.random_params(faster_rcnn.params_template(model), seed=5)
+  workdir = str(tmp_path / "run")
+  checkpoint_io.save_params(workdir, params, checkpoint_io.make_signature(
+      faster_rcnn.model_signature(config), params), step=4)
+  written = export.export_model(config, workdir, str(tmp_path / "detector"), platforms=["cpu"])
+  with open(written.description) as f:
+    description = json.load(f)
+  assert [i["shape"] for i in description["inputs"]] == [["batch", 64, 96, 3], ["batch", 2]]
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+  sizes = np.array([[64, 96], [50, 70]], np.int32)  # the second image is padded
+  np.savez(tmp_path / "inputs.npz", images=images, sizes=sizes)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  proc = subprocess.run([sys.executable, "-c", RELOAD_DETECTOR, written.program, str(tmp_path / "inputs.npz"),
+                         str(tmp_path / "results.npz")], capture_output=True, text=True, cwd=tmp_path,
+                        timeout=300, env=dict(env, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr
+  results = np.load(tmp_path / "results.npz")
+  # The model's own test-time outputs on the pipeline's normalisation (zeros outside each image).
+  normalized = transforms.normalize(images, config.input.mean, config.input.std)
+  normalized[1, 50:], normalized[1, :, 70:] = 0.0, 0.0
+  expected = faster_rcnn.predict(model, params, {"image": normalized, "size": sizes,
+                                                 "scale": np.ones((2, 2), np.float32)},
+                                 min_size_original=config.faster_rcnn.proposal_min_size)
+  assert np.asarray(expected["valid"]).sum() > 10  # real detections are compared, not padding
+  for n in (1, 2):
+    valid = np.asarray(expected["valid"])[:n]
+    np.testing.assert_array_equal(results[f"valid_{n}"], valid)
+    np.testing.assert_array_equal(results[f"classes_{n}"][valid], np.asarray(expected["classes"])[:n][valid])
+    # Boxes to 1e-3 px: exp() of decoded deltas amplifies the compiled program's float rounding.
+    for key, atol in (("boxes", 1e-3), ("scores", 1e-5)):
+      np.testing.assert_allclose(results[f"{key}_{n}"][valid], np.asarray(expected[key])[:n][valid],
+                                 rtol=1e-4, atol=atol)
