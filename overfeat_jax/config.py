@@ -220,9 +220,13 @@ def base_config() -> ml_collections.ConfigDict:
   # N_reg of the RPN's box loss: "positions" (anchor positions h * w, the paper's ~2,400) or
   # "samples" (the sampled anchors, 256; SPEC B2: "also fine").
   f.rpn_reg_normalizer = "positions"
+  # The RPN and the detector share the backbone's features (the paper's Faster R-CNN), or (False)
+  # each has its own copy of the backbone, both starting from the same weights (SPEC B6's
+  # "unshared" ablation; approximate or exact joint training only).
+  f.shared_features = True
   f.train_pre_nms = 12000  # Training proposals: the top N by objectness before NMS (SPEC B3) ...
   f.train_post_nms = 2000  # ... and kept after it.
-  f.proposal_nms_iou = 0.7  # NMS IoU of the proposal layer (training and test).
+  f.proposal_nms_iou = 0.7  # NMS IoU of the proposal layer in training (test: test.proposal_nms_iou).
   # Proposals narrower or shorter than this many ORIGINAL-image pixels are dropped (py-faster-rcnn:
   # 16, times the resize factor in network-input pixels).
   f.proposal_min_size = 16.0
@@ -239,6 +243,14 @@ def base_config() -> ml_collections.ConfigDict:
   f.test = ml_collections.ConfigDict()
   f.test.pre_nms = 6000  # Test proposals before NMS (SPEC B3) ...
   f.test.post_nms = 300  # ... and after it: what the detector sees.
+  f.test.proposal_nms_iou = 0.7  # NMS IoU of the test proposals (1.0 = no NMS: SPEC B6's ablation).
+  # How the test proposals are chosen: "objectness" (the paper), or "random": uniformly among the
+  # decoded boxes, seeded by config.seed and each image's id (SPEC B6's "no cls" ablation; with
+  # test.proposal_nms_iou 1.0 as the paper's, which uses no NMS there).
+  f.test.proposal_ranking = "objectness"
+  # False: the RPN's box deltas are ignored, the test proposals are the anchors themselves (clipped
+  # to the image), ranked by objectness (SPEC B6's "no reg" ablation).
+  f.test.rpn_box_regression = True
   f.test.score_threshold = 0.05  # Detections: class probability above this (SPEC B4) ...
   f.test.nms_iou = 0.3  # ... per-class NMS IoU ...
   f.test.max_detections = 100  # ... at most this many per image.
@@ -453,6 +465,7 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.rpn_reg_normalizer": _one_of("positions", "samples"),
     "faster_rcnn.train_pre_nms": (_positive, "expected > 0"),
     "faster_rcnn.train_post_nms": (_positive, "expected > 0"),
+    "faster_rcnn.shared_features": (lambda v: isinstance(v, bool), "expected True or False"),
     "faster_rcnn.proposal_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = no NMS)"),
     "faster_rcnn.proposal_min_size": (_non_negative, "expected >= 0"),
     "faster_rcnn.roi_op": _one_of("pool", "align"),
@@ -466,6 +479,9 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.detector_lambda": (_non_negative, "expected >= 0"),
     "faster_rcnn.test.pre_nms": (_positive, "expected > 0"),
     "faster_rcnn.test.post_nms": (_positive, "expected > 0"),
+    "faster_rcnn.test.proposal_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = no NMS)"),
+    "faster_rcnn.test.proposal_ranking": _one_of("objectness", "random"),
+    "faster_rcnn.test.rpn_box_regression": (lambda v: isinstance(v, bool), "expected True or False"),
     "faster_rcnn.test.score_threshold": (lambda v: 0.0 <= v < 1.0, "expected in [0, 1)"),
     "faster_rcnn.test.nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
     "faster_rcnn.test.max_detections": (_positive, "expected > 0"),
@@ -664,6 +680,9 @@ def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[.
   f = config.faster_rcnn
   require(f.rpn_neg_iou <= f.rpn_pos_iou, "faster_rcnn.rpn_neg_iou",
           f"must be <= faster_rcnn.rpn_pos_iou={f.rpn_pos_iou}")
+  require(f.shared_features or f.training != "alternating", "faster_rcnn.shared_features",
+          "4-step alternating training shares the features by construction (its step 3); unshared "
+          "features need faster_rcnn.training 'approximate_joint' or 'joint'")
   require(f.training != "joint" or f.roi_op == "align", "faster_rcnn.training",
           "exact joint training needs faster_rcnn.roi_op='align' (RoI max pooling has no gradient in "
           "the box coordinates)")

@@ -246,3 +246,89 @@ def test_rois_are_pooled_on_the_receptive_fields():
     pooled = fr.pool_rois(features, jnp.asarray([[box]], jnp.float32), backbone, settings)
     assert float(pooled[0, 0, 0, 0, 0]) == 7 * i + j, op
     # Without the shift, RoIAlign would read half a cell off (between cells j and j + 1).
+
+
+def nonzero(tree) -> bool:
+  return any(np.abs(np.asarray(x)).sum() > 0 for x in jax.tree.leaves(tree))
+
+
+def test_unshared_features_give_the_rpn_its_own_backbone():
+  # SPEC B6's "unshared": the RPN reads a backbone of its own, a copy of the detector's at the start
+  # (twice the backbone's parameters); the RPN loss trains only it, the detector loss only the other.
+  model = tiny_model("align", shared_features=False)
+  params = init(model, 4)
+  shared = init(tiny_model("align"), 4)
+  assert set(params) == {"shared", "rpn_backbone", "rpn", "box_head"} and "rpn_backbone" not in shared
+  assert param_count(params["rpn_backbone"]) == param_count(params["shared"]) > 0
+  assert param_count(params) - param_count(shared) == param_count(shared["shared"])
+  for a, b in zip(jax.tree.leaves(params["rpn_backbone"]), jax.tree.leaves(params["shared"])):
+    np.testing.assert_array_equal(a, b)
+  batch = images_and_boxes()
+
+  def part_loss(p, part):
+    terms = losses_of(model, p, batch, joint=False)
+    return terms.rpn_cls + terms.rpn_reg if part == "rpn" else terms.det_cls + terms.det_reg
+
+  grad = jax.jit(jax.grad(part_loss), static_argnums=1)
+  rpn, det = grad(params, "rpn"), grad(params, "detector")
+  assert nonzero(rpn["rpn_backbone"]) and not nonzero(rpn["shared"])
+  assert nonzero(det["shared"]) and not nonzero(det["rpn_backbone"])
+  # Once they differ, the proposals follow the RPN's backbone: another one, other proposals.
+  images, image_hw = batch[:2]
+  noise = lambda x: x + 0.5 * jnp.std(x) * jax.random.normal(jax.random.key(0), x.shape)
+  moved = {**params, "rpn_backbone": jax.tree.map(noise, params["rpn_backbone"])}
+  before, after = (apply(model, p, images, image_hw, jnp.zeros((2,))).proposals.boxes
+                   for p in (params, moved))
+  assert not np.allclose(before, after)
+
+
+def rpn_reference(model, params, images, image_hw, *, deltas_zero: bool, priority=None):
+  """The test proposals of each image by the naive pipeline of tests/test_ops_proposals.py on the
+  network's own RPN outputs ([B] lists of (boxes, ranking scores))."""
+  from test_ops_proposals import loop_propose
+
+  _, logits, deltas, anchors = apply(model, params, images, method=fr.FasterRCNN.rpn_outputs)
+  s = model.settings
+  out = []
+  for i, hw in enumerate(np.asarray(image_hw)):
+    d = np.zeros_like(deltas[i]) if deltas_zero else np.asarray(deltas[i])
+    rank = np.asarray(logits[i]) if priority is None else priority[i]
+    out.append(loop_propose(rank, d, np.asarray(anchors), tuple(hw), s.test_pre_nms, s.test_post_nms,
+                            s.test_proposal_nms_iou, 0.0))
+  return out
+
+
+def test_without_box_regression_the_proposals_are_the_anchors_ranked_by_objectness():
+  model = tiny_model("align", test_rpn_box_regression=False)
+  params = init(model, 5)
+  images, image_hw = images_and_boxes()[:2]
+  out = apply(model, params, images, image_hw, jnp.zeros((2,)))
+  with_reg = apply(tiny_model("align"), params, images, image_hw, jnp.zeros((2,)))
+  for i, (boxes, scores) in enumerate(rpn_reference(model, params, images, image_hw, deltas_zero=True)):
+    n = len(scores)
+    assert n > 0 and np.asarray(out.proposals.valid[i]).sum() == n
+    np.testing.assert_allclose(np.asarray(out.proposals.boxes[i])[:n], boxes, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out.proposals.scores[i])[:n], scores, rtol=1e-6)
+  assert not np.allclose(out.proposals.boxes, with_reg.proposals.boxes)  # the deltas did matter
+
+
+def test_random_ranking_needs_a_key_per_image_and_follows_it():
+  model = tiny_model("align", test_proposal_ranking="random", test_proposal_nms_iou=1.0)
+  params = init(model, 6)
+  images, image_hw = images_and_boxes()[:2]
+  try:
+    apply(model, params, images, image_hw, jnp.zeros((2,)))
+  except ValueError as e:
+    assert "needs ranking_keys" in str(e)
+  else:
+    raise AssertionError("random ranking without keys did not raise")
+  keys = jax.random.split(jax.random.key(3), 2)
+  out = jax.jit(lambda p, k: model.apply({"params": p}, images, image_hw, jnp.zeros((2,)),
+                                         ranking_keys=k))(params, keys)
+  num_anchors = len(apply(model, params, images, method=fr.FasterRCNN.rpn_outputs)[3])
+  priority = [np.asarray(jax.random.uniform(k, (num_anchors,))) for k in keys]
+  reference = rpn_reference(model, params, images, image_hw, deltas_zero=False, priority=priority)
+  for i, (boxes, _) in enumerate(reference):
+    n = len(boxes)
+    assert n == model.settings.test_post_nms and bool(np.all(out.proposals.valid[i]))
+    np.testing.assert_allclose(np.asarray(out.proposals.boxes[i]), boxes, atol=1e-4)

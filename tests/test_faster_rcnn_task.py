@@ -275,14 +275,31 @@ def test_config_rules_between_keys():
       ({"rpn_neg_iou": 0.8}, "faster_rcnn.rpn_neg_iou"),
       ({"roi_op": "warp"}, "faster_rcnn.roi_op"),
       ({"bg_iou": (0.5, 0.1)}, "faster_rcnn.bg_iou"),
+      ({"shared_features": False, "training": "alternating"}, "faster_rcnn.shared_features"),
   ]:
     bad = load_config("faster_rcnn_quickstart")
     for k, v in changes.items():
       bad.faster_rcnn[k] = v
     message = one_line(ConfigError, validate_config, bad)
     assert message.startswith(f"config.{key}="), message
+  for key, value in [("proposal_nms_iou", 0.0), ("proposal_nms_iou", 1.5), ("proposal_ranking", "best")]:
+    bad = load_config("faster_rcnn_quickstart")
+    bad.faster_rcnn.test[key] = value
+    message = one_line(ConfigError, validate_config, bad)
+    assert message.startswith(f"config.faster_rcnn.test.{key}="), message
   for name in ("faster_rcnn_vgg16_voc07", "faster_rcnn_zf_voc07", "faster_rcnn_vgg16_coco"):
     validate_config(load_config(name))
+
+
+def test_random_proposals_are_drawn_per_image_id():
+  # The same image draws the same proposals wherever it sits in a batch (its id folded into the
+  # seed's key); another image or another seed, other ones.
+  keys = jax.random.key_data(task.ranking_keys(3, np.array([5, 9, 5], np.int32)))
+  np.testing.assert_array_equal(keys[0], keys[2])
+  np.testing.assert_array_equal(keys[0], jax.random.key_data(jax.random.fold_in(jax.random.key(3), 5)))
+  assert not np.array_equal(keys[0], keys[1])
+  other = jax.random.key_data(task.ranking_keys(4, np.array([5], np.int32)))
+  assert not np.array_equal(keys[0], other[0])
 
 
 def test_with_backbone_replaces_only_the_backbone():
@@ -297,6 +314,14 @@ def test_with_backbone_replaces_only_the_backbone():
   assert task.with_backbone(params, None) is params
   with pytest.raises(ValueError, match="backbone weights have layers"):
     task.with_backbone(params, {"conv1": loaded["conv1"]})
+  # Unshared features: both backbones start from the weights.
+  config.faster_rcnn.shared_features = False
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                        task.params_template(task.model_from_config(config)))
+  replaced = task.with_backbone(params, loaded)
+  for name in ("shared", "rpn_backbone"):
+    assert all(np.all(np.asarray(x) == 0.5) for x in jax.tree.leaves(replaced[name])), name
+  assert replaced["rpn"] is params["rpn"]
 
 
 def stage_params(config, directory: str, step: int, *, proposer: bool = False):

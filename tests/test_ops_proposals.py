@@ -177,6 +177,58 @@ def test_propose_boxes_are_differentiable_in_the_deltas():
   assert 0 < len(rows) <= 20  # only the kept anchors; clipped coordinates have zero gradient
 
 
+@pytest.mark.parametrize("nms_iou", [0.7, 1.0])
+def test_propose_random_ranking_is_the_naive_pipeline_on_the_random_priorities(nms_iou):
+  # SPEC B6's "no cls": the boxes are ranked by a uniform priority per anchor instead of the
+  # objectness; the reference pipeline sorted by those priorities keeps the same boxes, and the
+  # scores given back are the boxes' objectness.
+  objectness, deltas = random_rpn_outputs(20)
+  key = jax.random.key(7)
+  priority = np.asarray(jax.random.uniform(key, (len(GRID),)))
+  out = propose(objectness, deltas, GRID, IMAGE_HW, pre_nms_top_n=400, post_nms_top_n=60,
+                nms_iou=nms_iou, min_size=4.0, ranking_key=key)
+  boxes, priorities = loop_propose(priority, deltas, GRID, IMAGE_HW, 400, 60, nms_iou, 4.0)
+  chosen = [int(np.flatnonzero(priority == p)[0]) for p in priorities]
+  check_padded(out, boxes, objectness[chosen], 60)
+  # Not the objectness ranking: the objectness of the chosen boxes is not in descending order.
+  assert np.any(np.diff(objectness[chosen]) > 0)
+
+
+def test_propose_random_ranking_draws_every_valid_box_alike():
+  # 12 anchors, 3 of them empty after clipping: over 3,000 keys, each of the 9 others is among
+  # the 3 proposals 1/3 of the time whatever its objectness, the empty ones never.
+  anchor_boxes = np.array([[4 * i, 0, 4 * i + 20, 20] for i in range(9)]
+                          + [[200, 0, 220, 20]] * 3, np.float32)
+  objectness = np.linspace(5.0, -5.0, 12).astype(np.float32)
+
+  def chosen(key):
+    out = ops.propose(objectness, np.zeros((12, 4), np.float32), anchor_boxes, (64, 64),
+                      pre_nms_top_n=12, post_nms_top_n=3, nms_iou=1.0, ranking_key=key)
+    return jnp.any(jnp.all(out.boxes[:, None, :] == jnp.asarray(anchor_boxes)[None], -1)
+                   & out.valid[:, None], axis=0)  # [12] each anchor's box among the proposals
+
+  keys = jax.random.split(jax.random.key(0), 3000)
+  frequency = np.asarray(jax.jit(jax.vmap(chosen))(keys)).mean(axis=0)
+  assert np.all(frequency[9:] == 0)
+  np.testing.assert_allclose(frequency[:9], 1 / 3, atol=0.035)  # 4 standard deviations
+  # The same key draws the same proposals; another key other ones.
+  a, b, c = (np.asarray(jax.jit(chosen)(k)) for k in (keys[0], keys[0], keys[1]))
+  assert np.array_equal(a, b) and a.sum() == 3 and not np.array_equal(a, c)
+
+
+def test_propose_without_nms_keeps_what_nms_at_iou_one_keeps():
+  # nms_iou >= 1 given as a number skips the NMS loop; as an array it runs it (IoU is never above 1,
+  # so it suppresses nothing): the same proposals, padding included.
+  objectness, deltas = random_rpn_outputs(21)
+  for post in (50, 800):  # fewer and more slots than valid boxes
+    kwargs = dict(pre_nms_top_n=700, post_nms_top_n=post, min_size=8.0)
+    skipped = propose(objectness, deltas, GRID, IMAGE_HW, nms_iou=1.0, **kwargs)
+    looped = propose(objectness, deltas, GRID, IMAGE_HW, nms_iou=jnp.float32(1.0), **kwargs)
+    for got, expected in zip(skipped, looped):
+      np.testing.assert_array_equal(got, expected)
+    assert 0 < int(np.sum(skipped.valid)) <= post
+
+
 def test_propose_bad_shapes_raise():
   with pytest.raises(ValueError, match="must be \\[720\\] and \\[720, 4\\]"):
     ops.propose(np.zeros(720), np.zeros((720, 3)), GRID, IMAGE_HW, pre_nms_top_n=5,

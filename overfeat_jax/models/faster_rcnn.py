@@ -62,6 +62,12 @@ NEW_LAYER_STD = 0.01
 BBOX_PRED_STD = 0.001
 ROI_OPS = ("pool", "align")
 RPN_REG_NORMALIZERS = ("positions", "samples")
+PROPOSAL_RANKINGS = ("objectness", "random")
+# The parameters' backbone subtrees: the shared one (the detector's, and the RPN's unless
+# Settings.shared_features is False: then the RPN has its own copy).
+SHARED = "shared"
+RPN_BACKBONE = "rpn_backbone"
+BACKBONES = (SHARED, RPN_BACKBONE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +83,16 @@ class Settings:
     anchor_border: pixels an anchor may cross the image boundary and still train (0: SPEC B2).
     rpn_lambda: lambda of the RPN loss; rpn_reg_normalizer: N_reg = "positions" (h * w) or
       "samples" (the sampled anchors).
+    shared_features: the RPN and the detector read one backbone's features (the paper's shared
+      convolutions), or (False) each has its own backbone, both starting from the same weights
+      (SPEC B6's "unshared" ablation; parameters {'shared', 'rpn_backbone', ...}).
     train_pre_nms, train_post_nms, test_pre_nms, test_post_nms: proposal counts (SPEC B3).
-    proposal_nms_iou: NMS IoU of the proposal layer.
+    proposal_nms_iou, test_proposal_nms_iou: NMS IoU of the proposal layer in training and at test
+      (>= 1: no NMS).
+    test_proposal_ranking: "objectness" (the paper) or "random": test proposals drawn uniformly at
+      random among the decoded boxes (SPEC B6's "no cls" ablation; `FasterRCNN.__call__`).
+    test_rpn_box_regression: False: the test proposals are the anchors themselves (clipped), scored
+      by objectness (SPEC B6's "no reg" ablation).
     roi_op: "pool" (RoI max pooling) or "align" (RoIAlign); roi_size: its p x p output grid.
     roi_sampling_ratio: RoIAlign's samples per bin and axis (<= 0: adaptive, as torchvision).
     head_hidden: the two FC layers' width (4096 for VGG-16).
@@ -97,11 +111,15 @@ class Settings:
   anchor_border: float = 0.0
   rpn_lambda: float = 10.0
   rpn_reg_normalizer: str = "positions"
+  shared_features: bool = True
   train_pre_nms: int = 12000
   train_post_nms: int = 2000
   test_pre_nms: int = 6000
   test_post_nms: int = 300
   proposal_nms_iou: float = 0.7
+  test_proposal_nms_iou: float = 0.7
+  test_proposal_ranking: str = "objectness"
+  test_rpn_box_regression: bool = True
   roi_op: str = "pool"
   roi_size: int = 7
   roi_sampling_ratio: int = 2
@@ -126,6 +144,9 @@ class Settings:
     if self.rpn_reg_normalizer not in RPN_REG_NORMALIZERS:
       raise ValueError(f"rpn_reg_normalizer must be one of {RPN_REG_NORMALIZERS}, got "
                        f"{self.rpn_reg_normalizer!r}")
+    if self.test_proposal_ranking not in PROPOSAL_RANKINGS:
+      raise ValueError(f"test_proposal_ranking must be one of {PROPOSAL_RANKINGS}, got "
+                       f"{self.test_proposal_ranking!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,8 +295,9 @@ class Outputs(NamedTuple):
   """What the network gives at test time for a batch.
 
   proposals: `Proposals` with a leading B: boxes [B, N, 4] (network-input pixels), objectness logits
-    [B, N], valid [B, N]; N = max(test_post_nms, the `num_proposals` asked for), in descending
-    objectness (the first n of them are what test_post_nms = n would give: NMS is greedy in order).
+    [B, N], valid [B, N]; N = max(test_post_nms, the `num_proposals` asked for), in ranking order
+    (descending objectness, or random: Settings.test_proposal_ranking); the first n of them are
+    what test_post_nms = n would give (NMS is greedy in that order).
   detections: `Detections` with a leading B: boxes [B, D, 4] (network-input pixels), scores [B, D],
     classes [B, D] in [0, K), valid [B, D]; D = max_detections; from the first test_post_nms
     proposals.
@@ -305,7 +327,8 @@ class FasterRCNN(nn.Module):
   """Faster R-CNN: backbone, RPN and Fast R-CNN head sharing one feature map (module docstring).
 
   Parameters: {'shared': the backbone's, 'rpn': {'conv', 'objectness', 'deltas'}, 'box_head':
-  {'fc6', 'fc7', 'cls_score', 'bbox_pred'}}. Methods take images [B, H, W, 3] (a canvas per
+  {'fc6', 'fc7', 'cls_score', 'bbox_pred'}}, and 'rpn_backbone' (the RPN's own backbone, the same
+  layers as 'shared') when settings.shared_features is False. Methods take images [B, H, W, 3] (a canvas per
   batch), each image's (height, width) in its canvas `image_hw` int [B, 2], and the proposal layer's
   minimum box side in pixels `min_size` [B] (py-faster-rcnn: 16 original pixels x the resize factor).
   """
@@ -318,6 +341,8 @@ class FasterRCNN(nn.Module):
   def setup(self):
     s = self.settings
     self.shared = self.backbone.module(weight_init=self.weight_init, dtype=self.dtype)
+    if not s.shared_features:
+      self.rpn_backbone = self.backbone.module(weight_init=self.weight_init, dtype=self.dtype)
     self.rpn = RPNHead(s.num_anchors, s.rpn_channels, dtype=self.dtype)
     self.box_head = BoxHead(s.num_classes, s.head_hidden, self.dropout_rate, self.weight_init,
                             dtype=self.dtype)
@@ -334,21 +359,26 @@ class FasterRCNN(nn.Module):
     return pool_rois(features, rois, self.backbone, self.settings)
 
   def proposals(self, logits: jax.Array, deltas: jax.Array, anchors: np.ndarray,
-                image_hw: jax.Array, min_size: jax.Array, *, pre_nms: int,
-                post_nms: int) -> Proposals:
-    """The proposal layer on every image (SPEC B3): Proposals with a leading B."""
-    s = self.settings
+                image_hw: jax.Array, min_size: jax.Array, *, pre_nms: int, post_nms: int,
+                nms_iou: float, ranking_keys: jax.Array | None = None) -> Proposals:
+    """The proposal layer on every image (SPEC B3): Proposals with a leading B. `ranking_keys`: [B]
+    PRNG keys to rank each image's boxes at random instead of by objectness (`ops.propose`)."""
 
-    def one(logit, delta, hw, size):
+    def one(logit, delta, hw, size, key):
       return propose(logit, delta, anchors, hw, pre_nms_top_n=pre_nms, post_nms_top_n=post_nms,
-                     nms_iou=s.proposal_nms_iou, min_size=size)
+                     nms_iou=nms_iou, min_size=size, ranking_key=key)
 
-    return jax.vmap(one)(logits, deltas, image_hw, min_size)
+    if ranking_keys is None:
+      return jax.vmap(lambda lo, d, hw, size: one(lo, d, hw, size, None))(logits, deltas, image_hw,
+                                                                          min_size)
+    return jax.vmap(one)(logits, deltas, image_hw, min_size, ranking_keys)
 
   def rpn_outputs(self, images: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, np.ndarray]:
-    """(features [B, h, w, C], objectness logits [B, A], deltas [B, A, 4], anchors [A, 4])."""
+    """(the detector's features [B, h, w, C], objectness logits [B, A], deltas [B, A, 4], anchors
+    [A, 4]); the RPN reads the same features, or its own backbone's without shared_features."""
     features = self.shared(images)
-    logits, deltas = self.rpn(features)
+    rpn_features = features if self.settings.shared_features else self.rpn_backbone(images)
+    logits, deltas = self.rpn(rpn_features)
     return features, logits, deltas, self.anchors(features.shape[1:3])
 
   def init_all(self, images: jax.Array) -> tuple[jax.Array, ...]:
@@ -361,13 +391,22 @@ class FasterRCNN(nn.Module):
   # -- test ---------------------------------------------------------------------------------
 
   def __call__(self, images: jax.Array, image_hw: jax.Array, min_size: jax.Array, *,
-               num_proposals: int = 0) -> Outputs:
+               num_proposals: int = 0, ranking_keys: jax.Array | None = None) -> Outputs:
     """Test-time proposals and detections (`Outputs`); `num_proposals` > test_post_nms returns
-    that many proposals (for recall-vs-proposals), the detector still sees test_post_nms."""
+    that many proposals (for recall-vs-proposals), the detector still sees test_post_nms.
+    `ranking_keys` [B] PRNG keys: required when settings.test_proposal_ranking is "random" (each
+    image's proposals are then a uniform sample of its decoded boxes), unused otherwise."""
     s = self.settings
     features, logits, deltas, anchors = self.rpn_outputs(images)
+    if not s.test_rpn_box_regression:  # "no reg" (SPEC B6): zero deltas decode to the anchors
+      deltas = jnp.zeros_like(deltas)
+    if s.test_proposal_ranking == "objectness":
+      ranking_keys = None
+    elif ranking_keys is None:
+      raise ValueError("test_proposal_ranking 'random' needs ranking_keys, one PRNG key per image")
     proposals = self.proposals(logits, deltas, anchors, image_hw, min_size, pre_nms=s.test_pre_nms,
-                               post_nms=max(s.test_post_nms, num_proposals))
+                               post_nms=max(s.test_post_nms, num_proposals),
+                               nms_iou=s.test_proposal_nms_iou, ranking_keys=ranking_keys)
     rois = proposals.boxes[:, :s.test_post_nms]
     roi_valid = proposals.valid[:, :s.test_post_nms]
     class_logits, class_deltas = self.box_head(self.pool(features, rois), train=False)
@@ -445,7 +484,8 @@ class FasterRCNN(nn.Module):
       own = proposals is None
       if own:
         proposals = self.proposals(logits, deltas, anchors, image_hw, min_size,
-                                   pre_nms=s.train_pre_nms, post_nms=s.train_post_nms)
+                                   pre_nms=s.train_pre_nms, post_nms=s.train_post_nms,
+                                   nms_iou=s.proposal_nms_iou)
       if not (joint and own):  # approximate joint training: constants (SPEC B5 2)
         proposals = proposals._replace(boxes=jax.lax.stop_gradient(proposals.boxes))
       det_cls, det_reg, fg = self.detector_losses(features, proposals, gt_boxes, gt_labels, gt_valid)
@@ -459,7 +499,7 @@ class FasterRCNN(nn.Module):
     s = self.settings
     _, logits, deltas, anchors = self.rpn_outputs(images)
     return self.proposals(logits, deltas, anchors, image_hw, min_size, pre_nms=s.train_pre_nms,
-                          post_nms=s.train_post_nms)
+                          post_nms=s.train_post_nms, nms_iou=s.proposal_nms_iou)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -497,10 +537,15 @@ def smallest_input(backbone: Backbone) -> int:
 
 
 def init_params(model: FasterRCNN, rng: jax.Array) -> Any:
-  """The model's parameters from `rng` (every layer; the input size does not shape them)."""
+  """The model's parameters from `rng` (every layer; the input size does not shape them). Without
+  shared features the RPN's backbone starts as a copy of the detector's (the paper's two networks
+  both start from the same ImageNet model)."""
   side = smallest_input(model.backbone)
-  return model.init(rng, jnp.zeros((1, side, side, 3), jnp.float32), method=FasterRCNN.init_all)[
+  params = model.init(rng, jnp.zeros((1, side, side, 3), jnp.float32), method=FasterRCNN.init_all)[
       "params"]
+  if not model.settings.shared_features:
+    params = {**params, RPN_BACKBONE: params[SHARED]}
+  return params
 
 
 def params_template(model: FasterRCNN) -> Any:
@@ -508,6 +553,7 @@ def params_template(model: FasterRCNN) -> Any:
   return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
 
 
-__all__ = ["BoxHead", "FasterRCNN", "Losses", "Outputs", "RPNHead", "RpnTargets", "Settings",
-           "anchor_boxes", "detector_loss", "init_params", "params_template", "pool_rois",
-           "rpn_loss", "rpn_targets", "smallest_input", "smooth_l1"]
+__all__ = ["BACKBONES", "BoxHead", "FasterRCNN", "Losses", "Outputs", "PROPOSAL_RANKINGS", "RPNHead",
+           "RPN_BACKBONE", "RpnTargets", "SHARED", "Settings", "anchor_boxes", "detector_loss",
+           "init_params", "params_template", "pool_rois", "rpn_loss", "rpn_targets", "smallest_input",
+           "smooth_l1"]

@@ -20,7 +20,8 @@ from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms
 class Proposals(NamedTuple):
   """One image's proposals, N = post_nms_top_n slots.
 
-  boxes: [N, 4] (x1, y1, x2, y2) in descending score order, then zero boxes at padding.
+  boxes: [N, 4] (x1, y1, x2, y2) in ranking order (descending objectness, or the random order of
+    `propose(..., ranking_key=...)`), then zero boxes at padding.
     Differentiable in the RPN's deltas (exact joint training, SPEC B5); stop_gradient them for
     approximate joint training.
   scores: [N] the objectness of each box as given (logit or probability), 0 at padding.
@@ -66,18 +67,30 @@ def _gather_padded(keep: jax.Array, *arrays: jax.Array) -> tuple[jax.Array, ...]
   return (*out, valid)
 
 
+def _keep_all(valid: jax.Array, size: int) -> jax.Array:
+  """int32 [size]: the indices of the True entries of `valid` [M] in order, then PAD_INDEX: what
+  greedy NMS keeps of boxes already in ranking order when it suppresses nothing."""
+  order = jnp.argsort(~valid, stable=True).astype(jnp.int32)[:size]  # valid first, in order
+  keep = jnp.where(valid[order], order, PAD_INDEX)
+  return jnp.pad(keep, (0, size - keep.shape[0]), constant_values=PAD_INDEX)
+
+
 def propose(objectness: jax.Array, deltas: jax.Array, anchors: jax.Array, image_hw: Any, *,
             pre_nms_top_n: int, post_nms_top_n: int, nms_iou: float | jax.Array = 0.7,
-            min_size: float | jax.Array = 0.0, anchor_valid: jax.Array | None = None) -> Proposals:
+            min_size: float | jax.Array = 0.0, anchor_valid: jax.Array | None = None,
+            ranking_key: jax.Array | None = None) -> Proposals:
   """The RPN's proposals for one image (SPEC B3; py-faster-rcnn's proposal_layer).
 
   Algorithm:
     1. Decode every anchor's deltas (RPN_WEIGHTS; size deltas clamped at log(1000 / 16)).
     2. Clip the boxes to the image.
     3. Drop (mask) boxes narrower or shorter than min_size, and empty ones.
-    4. Keep the pre_nms_top_n highest-objectness remaining boxes.
-    5. Greedy NMS at nms_iou (ops.nms; nms_iou >= 1 disables it: IoU is never above 1).
-    6. Keep the first post_nms_top_n survivors (descending objectness).
+    4. Keep the pre_nms_top_n highest-ranked remaining boxes: by objectness, or, given a
+       `ranking_key`, by a uniform random priority per box (the paper's "no cls" ablation, SPEC B6:
+       a uniform sample without replacement of the remaining boxes, whatever their objectness).
+    5. Greedy NMS at nms_iou in that order (ops.nms). nms_iou >= 1 as a Python number skips it
+       (IoU is never above 1, so it would keep every box).
+    6. Keep the first post_nms_top_n survivors (in ranking order).
   Paper settings: 12000 -> 2000 training, 6000 -> 300 testing.
 
   Args:
@@ -92,8 +105,9 @@ def propose(objectness: jax.Array, deltas: jax.Array, anchors: jax.Array, image_
     min_size: minimum box width and height in pixels (py-faster-rcnn: 16 at the original image's
       scale, so 16 * the resize factor).
     anchor_valid: optional bool [A]; False anchors (padding) never become proposals.
+    ranking_key: optional PRNG key: rank by random priorities instead of objectness (step 4).
   Returns:
-    Proposals (boxes [N, 4], scores [N], valid [N]).
+    Proposals (boxes [N, 4], scores [N] (the objectness, also when ranked at random), valid [N]).
   """
   objectness, deltas, anchors = jnp.asarray(objectness), jnp.asarray(deltas), jnp.asarray(anchors)
   num = anchors.shape[0]
@@ -110,10 +124,14 @@ def propose(objectness: jax.Array, deltas: jax.Array, anchors: jax.Array, image_
   valid = _non_empty(boxes, min_size)
   if anchor_valid is not None:
     valid &= jnp.asarray(anchor_valid, bool)
+  rank = objectness if ranking_key is None else jax.random.uniform(ranking_key, (num,))
   # Top pre_nms_top_n among the valid boxes: invalid ones rank last and stay flagged.
-  _, top = jax.lax.top_k(jnp.where(valid, objectness, -jnp.inf), min(pre_nms_top_n, num))
-  boxes, scores, valid = boxes[top], objectness[top], valid[top]
-  keep = nms(jax.lax.stop_gradient(boxes), scores, nms_iou, post_nms_top_n, valid=valid)
+  _, top = jax.lax.top_k(jnp.where(valid, rank, -jnp.inf), min(pre_nms_top_n, num))
+  boxes, scores, rank, valid = boxes[top], objectness[top], rank[top], valid[top]
+  if isinstance(nms_iou, (int, float)) and nms_iou >= 1:  # no NMS: the valid boxes lead, in order
+    keep = _keep_all(valid, post_nms_top_n)
+  else:
+    keep = nms(jax.lax.stop_gradient(boxes), rank, nms_iou, post_nms_top_n, valid=valid)
   boxes, scores, valid = _gather_padded(keep, boxes, scores)
   return Proposals(boxes=boxes, scores=scores, valid=valid)
 

@@ -37,11 +37,10 @@ from overfeat_jax.data import detection
 from overfeat_jax.errors import CheckpointError
 from overfeat_jax.models import pretrained
 from overfeat_jax.models.backbones import Backbone, build_backbone, frozen_mask
-from overfeat_jax.models.faster_rcnn import FasterRCNN, Losses, Settings, init_params, params_template
+from overfeat_jax.models.faster_rcnn import (BACKBONES, SHARED, FasterRCNN, Losses, Settings, init_params,
+                                             params_template)
 from overfeat_jax.models.overfeat import COMPUTE_DTYPES
 from overfeat_jax.tasks.base import Batch, LossFn, Stage, Task
-
-SHARED = "shared"  # the backbone's subtree of the parameters (models/faster_rcnn.py)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,10 +65,12 @@ def settings_from_config(config: ml_collections.ConfigDict) -> Settings:
       rpn_channels=f.rpn_channels or backbone_from_config(config).channels,
       rpn_batch=f.rpn_batch, rpn_positive_fraction=f.rpn_positive_fraction,
       rpn_pos_iou=f.rpn_pos_iou, rpn_neg_iou=f.rpn_neg_iou, rpn_lambda=f.rpn_lambda,
-      rpn_reg_normalizer=f.rpn_reg_normalizer,
+      rpn_reg_normalizer=f.rpn_reg_normalizer, shared_features=bool(f.shared_features),
       train_pre_nms=f.train_pre_nms, train_post_nms=f.train_post_nms,
       test_pre_nms=f.test.pre_nms, test_post_nms=f.test.post_nms,
-      proposal_nms_iou=f.proposal_nms_iou,
+      proposal_nms_iou=f.proposal_nms_iou, test_proposal_nms_iou=f.test.proposal_nms_iou,
+      test_proposal_ranking=f.test.proposal_ranking,
+      test_rpn_box_regression=bool(f.test.rpn_box_regression),
       roi_op=f.roi_op, roi_size=f.roi_size, roi_sampling_ratio=f.roi_sampling_ratio,
       head_hidden=f.head_hidden, num_rois=f.num_rois, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou,
       bg_iou=tuple(float(v) for v in f.bg_iou), detector_lambda=f.detector_lambda,
@@ -137,8 +138,9 @@ def initial_backbone_params(config: ml_collections.ConfigDict, backbone: Backbon
 
 
 def with_backbone(params: Any, backbone_params: Any | None) -> Any:
-  """`params` with its backbone subtree replaced by `backbone_params` (None: unchanged), cast to
-  the template's dtypes; ValueError if the structures or shapes differ."""
+  """`params` with its backbone subtree(s) replaced by `backbone_params` (None: unchanged), cast to
+  the template's dtypes: 'shared', and 'rpn_backbone' where the RPN has its own (both start from
+  the same weights); ValueError if the structures or shapes differ."""
   if backbone_params is None:
     return params
   template = params[SHARED]
@@ -147,14 +149,16 @@ def with_backbone(params: Any, backbone_params: Any | None) -> Any:
                      f"{sorted(template)}")
   loaded = jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template,
                         backbone_params)
-  return {**params, SHARED: loaded}
+  return {**params, **{name: loaded for name in BACKBONES if name in params}}
 
 
 def trainable(backbone: Backbone, params: Any) -> Any:
-  """`Task.trainable`: every leaf True but those of the backbone's frozen layers."""
-  frozen = frozen_mask(backbone, params[SHARED])
+  """`Task.trainable`: every leaf True but those of the backbone's (backbones') frozen layers."""
   mask = jax.tree.map(lambda _: True, params)
-  return {**mask, SHARED: jax.tree.map(lambda f: not f, frozen)}
+  for name in BACKBONES:
+    if name in params:
+      mask[name] = jax.tree.map(lambda f: not f, frozen_mask(backbone, params[name]))
+  return mask
 
 
 def stop_frozen(backbone: Backbone, params: Any) -> Any:
@@ -162,9 +166,12 @@ def stop_frozen(backbone: Backbone, params: Any) -> Any:
   the first layers (they are the first stages, and the images need no gradient)."""
   if not backbone.frozen_layers:
     return params
-  shared = {name: jax.lax.stop_gradient(p) if name in backbone.frozen_layers else p
-            for name, p in params[SHARED].items()}
-  return {**params, SHARED: shared}
+  out = dict(params)
+  for name in BACKBONES:
+    if name in params:
+      out[name] = {layer: jax.lax.stop_gradient(p) if layer in backbone.frozen_layers else p
+                   for layer, p in params[name].items()}
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,18 +364,31 @@ def alternating_task(config: ml_collections.ConfigDict, stage: int, dirs: list[s
 # ----------------------------------------------------------------------------------------------
 # Prediction.
 
+def ranking_keys(seed: int, image_ids: jax.Array) -> jax.Array:
+  """[B] PRNG keys for random proposal ranking (faster_rcnn.test.proposal_ranking "random"): the
+  seed's key folded with each image's id, so that an image draws the same proposals in any batch."""
+  base = jax.random.key(seed)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(image_ids).astype(jnp.uint32))
+
+
 def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: float,
-            num_proposals: int = 0) -> dict[str, jax.Array]:
-  """Test-time outputs of a detection batch (B images), fixed shapes, padded and masked.
+            num_proposals: int = 0, seed: int = 0) -> dict[str, jax.Array]:
+  """Test-time outputs of a detection batch (B images), fixed shapes, padded and masked; `seed`
+  draws the random proposals of test_proposal_ranking "random" (`ranking_keys`, batch "image_id").
 
   Returns (network-input pixels, the `evaluation.DetectionEvaluator` contract):
     boxes [B, D, 4], scores [B, D] (class probability), classes int32 [B, D] in [0, K),
     valid bool [B, D] (D = faster_rcnn.test.max_detections);
     proposal_boxes [B, N, 4], proposal_scores [B, N] (objectness probability), proposal_valid
-    [B, N] (N = max(test.post_nms, num_proposals), descending objectness).
+    [B, N] (N = max(test.post_nms, num_proposals), in ranking order: descending objectness, or
+    random).
   """
+  keys = None
+  if model.settings.test_proposal_ranking == "random":
+    keys = ranking_keys(seed, batch["image_id"])
   outputs = model.apply({"params": params}, batch["image"], batch["size"],
-                        proposal_min_size(batch, min_size_original), num_proposals=num_proposals)
+                        proposal_min_size(batch, min_size_original), num_proposals=num_proposals,
+                        ranking_keys=keys)
   d, p = outputs.detections, outputs.proposals
   return {"boxes": d.boxes, "scores": d.scores, "classes": d.classes, "valid": d.valid,
           "proposal_boxes": p.boxes, "proposal_scores": jax.nn.sigmoid(p.scores),
@@ -377,10 +397,11 @@ def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: 
 
 def make_predict_fn(config: ml_collections.ConfigDict, model: FasterRCNN | None = None, *,
                     num_proposals: int = 0) -> Callable[[Any, Batch], dict[str, jax.Array]]:
-  """(params, batch) -> `predict(...)`, not jitted (the caller jits it over its mesh)."""
+  """(params, batch) -> `predict(...)`, not jitted (the caller jits it over its mesh); random
+  proposals (faster_rcnn.test.proposal_ranking) are drawn from config.seed."""
   model = model or model_from_config(config)
   return functools.partial(predict, model, min_size_original=config.faster_rcnn.proposal_min_size,
-                           num_proposals=num_proposals)
+                           num_proposals=num_proposals, seed=config.seed)
 
 
 def detections_to_dicts(predictions: Mapping[str, Any], batch: Mapping[str, Any]
