@@ -23,7 +23,8 @@ FORBIDDEN = {
 # two): they may import everything, and no module of the package may import them (DESIGN: "No module
 # imports a CLI").
 CLI_MODULES = ("overfeat_jax.train", "overfeat_jax.evaluate", "overfeat_jax.features",
-               "overfeat_jax.convert_weights", "overfeat_jax.export", "overfeat_jax.predict")
+               "overfeat_jax.convert_weights", "overfeat_jax.export", "overfeat_jax.predict",
+               "overfeat_jax.ablations")
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
