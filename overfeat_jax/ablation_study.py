@@ -402,7 +402,7 @@ def header(config: ml_collections.ConfigDict, rows: Sequence[Row],
   length = (_steps(steps) if steps else _steps(config.train.max_steps) if config.train.max_steps
             else f"{config.train.num_epochs} epochs")
   return (f"Ablations (SPEC B6) on {config.dataset.name}: each Faster R-CNN training {length} of "
-          f"batch {config.input.batch_size} (4-step alternating: each of its steps {length}); test: {images} of "
-          f"{config.dataset.eval_split}; AP@0.5 and AP@[.5:.95] are COCO's (pycocotools); training "
+          f"batch {config.input.batch_size} (4-step alternating: each of its steps {length}); test: "
+          f"{images} of {config.dataset.eval_split}; AP@0.5 and AP@[.5:.95] are COCO's (pycocotools); training "
           "time: CPU seconds of the process (all threads; compilation and data loading included) and "
           f"wall seconds; measured {datetime.date.today().isoformat()}.")
