@@ -193,9 +193,9 @@ def evaluation_key(config: ml_collections.ConfigDict) -> str:
 # Training, timed and resumable.
 
 def _read_json(path: str) -> Any | None:
+  """The JSON in `path`, or None where there is none (missing, or cut short by a kill)."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(files.read_text(path))
   except (OSError, ValueError):
     return None
 
@@ -383,7 +383,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *, rows: Sequence
         evaluator = evaluators[key]
         result, _ = evaluator.run(evaluator.params(params), step=step, verbose=False)
       entry = {"row": r.name, "method": r.method, "proposals": proposals_cell(r, row_cfg),
-               "training": training, "train_workdir": os.path.abspath(train_dir), "paper": r.paper,
+               "training": training, "train_workdir": files.absolute(train_dir), "paper": r.paper,
                "training_time": time_cell(record, training, own=r.test == () or training == OVERFEAT),
                "train_record": record, **_summary(result), "config": _as_json(row_cfg)}
       files.replace_file(row_path(r), json.dumps(entry, indent=2) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from overfeat_jax.models import faster_rcnn as fr
 from overfeat_jax.models.backbones import build_backbone
@@ -316,12 +317,8 @@ def test_random_ranking_needs_a_key_per_image_and_follows_it():
   model = tiny_model("align", test_proposal_ranking="random", test_proposal_nms_iou=1.0)
   params = init(model, 6)
   images, image_hw = images_and_boxes()[:2]
-  try:
+  with pytest.raises(ValueError, match="needs ranking_keys"):
     apply(model, params, images, image_hw, jnp.zeros((2,)))
-  except ValueError as e:
-    assert "needs ranking_keys" in str(e)
-  else:
-    raise AssertionError("random ranking without keys did not raise")
   keys = jax.random.split(jax.random.key(3), 2)
   out = jax.jit(lambda p, k: model.apply({"params": p}, images, image_hw, jnp.zeros((2,)),
                                          ranking_keys=k))(params, keys)
@@ -332,3 +329,17 @@ def test_random_ranking_needs_a_key_per_image_and_follows_it():
     n = len(boxes)
     assert n == model.settings.test_post_nms and bool(np.all(out.proposals.valid[i]))
     np.testing.assert_allclose(np.asarray(out.proposals.boxes[i]), boxes, atol=1e-4)
+  # The task's predict draws them from the seed and each image's id; a batch without ids (one's own
+  # images) uses the images' positions: the same as ids 0, 1, ...
+  from overfeat_jax.tasks import faster_rcnn as task
+
+  batch = {"image": images, "size": image_hw, "scale": jnp.ones((2, 2))}
+  predict = jax.jit(lambda p, b: task.predict(model, p, b, min_size_original=0.0, seed=3))
+  by_position = predict(params, batch)
+  by_id = predict(params, {**batch, "image_id": jnp.arange(2)})
+  swapped = predict(params, {**batch, "image_id": jnp.array([1, 0])})
+  np.testing.assert_array_equal(by_position["proposal_boxes"], by_id["proposal_boxes"])
+  folded = jax.jit(lambda p, k: model.apply({"params": p}, images, image_hw, jnp.zeros((2,)),
+                                            ranking_keys=k))(params, task.ranking_keys(3, np.arange(2)))
+  np.testing.assert_array_equal(by_id["proposal_boxes"], folded.proposals.boxes)
+  assert not np.array_equal(swapped["proposal_boxes"], by_id["proposal_boxes"])

@@ -374,7 +374,8 @@ def ranking_keys(seed: int, image_ids: jax.Array) -> jax.Array:
 def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: float,
             num_proposals: int = 0, seed: int = 0) -> dict[str, jax.Array]:
   """Test-time outputs of a detection batch (B images), fixed shapes, padded and masked; `seed`
-  draws the random proposals of test_proposal_ranking "random" (`ranking_keys`, batch "image_id").
+  draws the random proposals of test_proposal_ranking "random" (`ranking_keys` of the batch's
+  "image_id", or of the images' positions in a batch without ids).
 
   Returns (network-input pixels, the `evaluation.DetectionEvaluator` contract):
     boxes [B, D, 4], scores [B, D] (class probability), classes int32 [B, D] in [0, K),
@@ -384,8 +385,9 @@ def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: 
     random).
   """
   keys = None
-  if model.settings.test_proposal_ranking == "random":
-    keys = ranking_keys(seed, batch["image_id"])
+  if model.settings.test_proposal_ranking == "random":  # images without ids: their batch positions
+    ids = batch["image_id"] if "image_id" in batch else jnp.arange(batch["image"].shape[0])
+    keys = ranking_keys(seed, ids)
   outputs = model.apply({"params": params}, batch["image"], batch["size"],
                         proposal_min_size(batch, min_size_original), num_proposals=num_proposals,
                         ranking_keys=keys)
