@@ -18,7 +18,8 @@ once finished with the same config; a row's result is kept in `<workdir>/rows/<r
 config it was evaluated with, and skipped when that config has not changed. Training time is this
 process's CPU time (all threads, compilation included) and wall time around the training loop,
 summed over the sessions that trained it (`<training workdir>/study_time.json`; a kill -9 loses
-its session's time, a Ctrl-C does not). The table goes to `<workdir>/ablations.md` and
+its session's time, a Ctrl-C does not, a session that only restored a finished training is not
+counted). The table goes to `<workdir>/ablations.md` and
 `<workdir>/ablations.json`.
 """
 
@@ -210,21 +211,44 @@ def check_classifier(workdir: str, key: str) -> None:
         f"first (python train.py --config configs/quickstart.py --workdir {workdir})") from None
 
 
+def counted(sessions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The training sessions whose time counts: not one that ended at the step where a complete
+  session before it ended (a rerun that only restored a finished training, e.g. after a config
+  change that needed new evaluations only)."""
+  out = []
+  for i, session in enumerate(sessions):
+    before = sessions[i - 1] if i else None
+    if before is None or before["stopped"] or before["to_step"] != session["to_step"]:
+      out.append(session)
+  return out
+
+
+def training_record(workdir: str) -> dict[str, Any] | None:
+  """`<workdir>/study_time.json` with its totals ("cpu_s", "wall_s") over the `counted` sessions;
+  None where there is none (a training run elsewhere)."""
+  record = _read_json(os.path.join(workdir, TIME_FILE))
+  if record is None:
+    return None
+  sessions = counted(record["sessions"])
+  return {**record, "cpu_s": round(sum(s["cpu_s"] for s in sessions), 1),
+          "wall_s": round(sum(s["wall_s"] for s in sessions), 1)}
+
+
 def train_timed(config: ml_collections.ConfigDict, workdir: str, *,
-                log: Callable[[str], None]) -> tuple[dict[str, Any], int | None]:
+                log: Callable[[str], None]) -> int | None:
   """Trains `config` in `workdir` (resuming; skipped when a finished session of the same config is
-  recorded) and adds this session's time to `<workdir>/study_time.json`.
+  recorded) and adds this session's time to `<workdir>/study_time.json` ({"config", "done", "step",
+  "sessions": [{"cpu_s", "wall_s", "to_step", "stopped", "ended"}, ...]}; `training_record`).
 
   Returns:
-    (the record {"config", "done", "step", "cpu_s", "wall_s", "sessions": [...]}, the signal that
-    stopped the training or None).
+    The signal that stopped the training, or None.
   """
   path = os.path.join(workdir, TIME_FILE)
   record = _read_json(path)
   current = _as_json(config)
   if record is not None and record.get("done") and record.get("config") == current:
     log(f"  {workdir}: trained before ({record['step']} steps), skipped")
-    return record, None
+    return None
   if record is None or record.get("config") != current:
     # Another config (e.g. more steps): its sessions still count if the loop resumes them.
     record = {"sessions": [] if record is None else record.get("sessions", [])}
@@ -233,12 +257,10 @@ def train_timed(config: ml_collections.ConfigDict, workdir: str, *,
   session = {"cpu_s": round(time.process_time() - cpu, 1), "wall_s": round(time.perf_counter() - wall, 1),
              "to_step": int(result.step), "stopped": result.stopped_by is not None,
              "ended": datetime.datetime.now().isoformat(timespec="seconds")}
-  sessions = record["sessions"] + [session]
   record = {"config": current, "done": result.stopped_by is None, "step": int(result.step),
-            "cpu_s": round(sum(s["cpu_s"] for s in sessions), 1),
-            "wall_s": round(sum(s["wall_s"] for s in sessions), 1), "sessions": sessions}
+            "sessions": record["sessions"] + [session]}
   files.replace_file(path, json.dumps(record, indent=2) + "\n")
-  return record, result.stopped_by
+  return result.stopped_by
 
 
 def _steps(count: int) -> str:
@@ -360,12 +382,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *, rows: Sequence
       continue
     log(f"training {training} for row(s) {', '.join(r.name for r in pending)}")
     if training == OVERFEAT and detection_workdir:
-      record, stopped, train_dir = None, None, detection_workdir
+      stopped, train_dir = None, detection_workdir
     else:
       train_dir = os.path.join(workdir, "train", training)
       train_config = (configs[OVERFEAT] if training == OVERFEAT else
                       training_config(config, training, steps=steps, examples=examples))
-      record, stopped = train_timed(train_config, train_dir, log=log)
+      stopped = train_timed(train_config, train_dir, log=log)
     if stopped is not None:
       return StudyResult(entries=[entries[r.name] for r in selected if r.name in entries], table="",
                          stopped_by=stopped)
@@ -384,13 +406,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *, rows: Sequence
         result, _ = evaluator.run(evaluator.params(params), step=step, verbose=False)
       entry = {"row": r.name, "method": r.method, "proposals": proposals_cell(r, row_cfg),
                "training": training, "train_workdir": files.absolute(train_dir), "paper": r.paper,
-               "training_time": time_cell(record, training, own=r.test == () or training == OVERFEAT),
-               "train_record": record, **_summary(result), "config": _as_json(row_cfg)}
+               **_summary(result), "config": _as_json(row_cfg)}
       files.replace_file(row_path(r), json.dumps(entry, indent=2) + "\n")
       log(f"row {r.name}: AP@0.5 {_percent(entry['AP50'])}, AP@[.5:.95] {_percent(entry['AP'])} on "
           f"{entry['num_images']} images")
       entries[r.name] = entry
-  ordered = [entries[r.name] for r in selected]
+  ordered = []
+  for r in selected:  # the training times as recorded now (a rerun may have trained more)
+    record = training_record(entries[r.name]["train_workdir"])
+    ordered.append({**entries[r.name], "train_record": record, "training_time": time_cell(
+        record, r.training, own=r.test == () or r.training == OVERFEAT)})
   title = header(config, selected, configs, steps=steps)
   table = format_table(ordered, title)
   files.replace_file(os.path.join(workdir, TABLE_MD), table + "\n")

@@ -115,6 +115,26 @@ def test_a_rerun_keeps_the_finished_trainings_and_rows(study):
   assert output.count("evaluated before, kept") == len(ablation_study.ROWS)
   assert not [line for line in output.splitlines() if line.startswith("training ")]  # none trained
   assert stamps == {f: os.path.getmtime(os.path.join(workdir, "rows", f)) for f in row_files}
+  # Fewer test images: every row evaluates again, on the same models; restoring a finished training
+  # does not add to its training time.
+  before = json.load(open(os.path.join(workdir, "ablations.json")))["rows"]
+  i = argv.index("--examples")
+  status, output = run_command(argv[:i + 1] + ["4"] + argv[i + 2:])
+  assert status == 0 and "evaluated before" not in output
+  after = json.load(open(os.path.join(workdir, "ablations.json")))["rows"]
+  assert all(r["num_images"] == 4 for r in after)
+  assert [r["training_time"] for r in after] == [r["training_time"] for r in before]
+  sessions = json.load(open(os.path.join(workdir, "train", "joint", "study_time.json")))["sessions"]
+  assert len(sessions) == 2 and sessions[1]["to_step"] == sessions[0]["to_step"] == 1
+
+
+def test_a_session_that_trained_nothing_does_not_count():
+  session = lambda step, stopped=False: {"to_step": step, "stopped": stopped}
+  counted = ablation_study.counted
+  assert counted([session(500), session(500), session(800), session(800)]) == [session(500), session(800)]
+  # After a stop, the next session goes on training (to the same last step, or further).
+  assert counted([session(300, True), session(500)]) == [session(300, True), session(500)]
+  assert counted([session(500, True), session(500)]) == [session(500, True), session(500)]
 
 
 def test_the_row_configs():
