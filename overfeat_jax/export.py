@@ -234,6 +234,10 @@ def faster_rcnn_predict(config: ml_collections.ConfigDict, model: Any) -> Callab
 
 
 def _faster_rcnn(config: ml_collections.ConfigDict, batch: str, height: int, width: int) -> ExportPlan:
+  if config.faster_rcnn.test.proposal_ranking != "objectness":
+    # Random proposals are an ablation (README "Ablations"), seeded per image id: not a detector.
+    raise ConfigError(f"faster_rcnn.test.proposal_ranking={config.faster_rcnn.test.proposal_ranking!r} "
+                      "cannot be exported: export a detector that ranks its proposals by objectness")
   task = tasks.get_task(config)
   model = task.model_from_config(config)
   # Default canvas: the short side input.min_size by the long side input.max_size (a landscape image

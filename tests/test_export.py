@@ -208,3 +208,7 @@ def test_exported_detector_runs_in_a_fresh_process_like_the_model(tmp_path):
     for key, atol in (("boxes", 1e-3), ("scores", 1e-5)):
       np.testing.assert_allclose(results[f"{key}_{n}"][valid], np.asarray(expected[key])[:n][valid],
                                  rtol=1e-4, atol=atol)
+  config.faster_rcnn.test.proposal_ranking = "random"  # an ablation's setting: refused in one line
+  with pytest.raises(ConfigError, match=r"proposal_ranking='random' cannot be exported"):
+    export.export_model(config, workdir, str(tmp_path / "random"), platforms=["cpu"])
+  assert not os.path.exists(tmp_path / "random")
