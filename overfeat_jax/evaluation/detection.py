@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from overfeat_jax import files, multihost
@@ -203,10 +204,10 @@ class DetectionEvaluator:
     the same point; nothing happens with one process). Each process adds only its share of the
     images (`detection_eval_loader` splits them), so without this a multi-process evaluation would
     score process 0's share alone."""
+    if jax.process_count() == 1:
+      return  # nothing to gather (and no need to serialise every detection)
     mine = json.dumps([self._images, self._annotations, self._detections, self._dropped]).encode()
     parts = [json.loads(part) for part in multihost.gather_bytes(mine)]
-    if len(parts) == 1:
-      return
     self.reset()
     for images, anns, detections, dropped in parts:
       for image in images:

@@ -71,12 +71,13 @@ class RecallAccumulator:
   def gather(self) -> None:
     """Makes this accumulator hold every process's images (a collective, as
     `DetectionEvaluator.gather`; nothing happens with one process)."""
+    if jax.process_count() == 1:
+      return
     mine = json.dumps([[b.tolist() for b in self.best], self.proposals_per_image]).encode()
     parts = [json.loads(part) for part in multihost.gather_bytes(mine)]
-    if len(parts) > 1:
-      width = len(self.num_proposals)
-      self.best = [np.asarray(b, np.float64).reshape(-1, width) for best, _ in parts for b in best]
-      self.proposals_per_image = [n for _, counts in parts for n in counts]
+    width = len(self.num_proposals)
+    self.best = [np.asarray(b, np.float64).reshape(-1, width) for best, _ in parts for b in best]
+    self.proposals_per_image = [n for _, counts in parts for n in counts]
 
   def compute(self) -> dict[str, Any]:
     """{"num_ground_truth", "mean_proposals" (valid per image), "recall": {"N": {"t": recall}}}; recall

@@ -15,7 +15,7 @@ import optax
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax.data import pipeline
-from overfeat_jax.errors import ConfigError
+from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.models.overfeat import OverFeat, build_model
 from overfeat_jax.tasks.base import Batch, LossFn, Task
 
@@ -128,3 +128,19 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any
   """
   return checkpoint_io.restore_params(workdir, params_template(model_from_config(config)),
                                       task_signature=architecture_signature(config))
+
+
+def restore_named_run(config: ml_collections.ConfigDict, key: str) -> tuple[Any, int]:
+  """(params, step) of the classification run whose workdir the config key `key` names (e.g.
+  "localization.classifier_workdir": the run a localizer or detector starts from), checked as
+  `restore_params` checks.
+
+  Raises:
+    CheckpointError: no checkpoint there, or one of another model (one line naming the key and workdir).
+  """
+  section, name = key.split(".")
+  workdir = config[section][name]
+  try:
+    return restore_params(config, workdir)
+  except CheckpointError as e:
+    raise CheckpointError(f"config.{key}={workdir!r}: {e}") from None

@@ -49,7 +49,7 @@ import optax
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax.data import detection
-from overfeat_jax.errors import CheckpointError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models import dense_grid
 from overfeat_jax.models.heads import SINGLE_CLASS, BoxRegressor, build_regressor
 from overfeat_jax.models.overfeat import OverFeat, build_model, fc_names
@@ -127,11 +127,7 @@ def restore_classifier(config: ml_collections.ConfigDict) -> tuple[Any, int]:
   Raises:
     CheckpointError: no checkpoint there, or one of another model (one line naming the workdir).
   """
-  workdir = config.detection.classifier_workdir
-  try:
-    return classification.restore_params(config, workdir)
-  except CheckpointError as e:
-    raise CheckpointError(f"config.detection.classifier_workdir={workdir!r}: {e}") from None
+  return classification.restore_named_run(config, "detection.classifier_workdir")
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:

@@ -33,7 +33,7 @@ import ml_collections
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax.data import detection
-from overfeat_jax.errors import CheckpointError, InputSizeError
+from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models import dense_grid
 from overfeat_jax.models.heads import BoxRegressor, build_regressor, class_edges
 from overfeat_jax.models.overfeat import OverFeat
@@ -97,11 +97,7 @@ def restore_classifier(config: ml_collections.ConfigDict) -> tuple[Any, int]:
   Raises:
     CheckpointError: no checkpoint there, or one of another model (one line naming the workdir).
   """
-  workdir = config.localization.classifier_workdir
-  try:
-    return classification.restore_params(config, workdir)
-  except CheckpointError as e:
-    raise CheckpointError(f"config.localization.classifier_workdir={workdir!r}: {e}") from None
+  return classification.restore_named_run(config, "localization.classifier_workdir")
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
