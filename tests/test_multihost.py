@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,12 +77,17 @@ def launch(*args, **kwargs) -> list[tuple[int, str, str]]:
   return finish(start(*args, **kwargs))
 
 
+GLOO_MESSAGE = re.compile(r"\[Gloo\]\s*Rank\s+\d+\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s*Expected"
+                          r"\s+number\s+of\s+connected\s+peer\s+ranks\s+is\s*:\s*\d+")
+
+
 def ours(stdout: str) -> list[str]:
-  """The lines our code printed. gloo announces its connections on stdout itself ("[Gloo] Rank 1 is
-  connected to 3 peer ranks. Expected number of connected peer ranks is : 3"), and its C++ stream
-  sometimes breaks that message in two lines, so both halves are recognised."""
-  return [line for line in stdout.splitlines()
-          if not (line.startswith("[Gloo]") or line.startswith("Expected number of connected peer ranks"))]
+  """The lines our code printed. gloo announces each connection on stdout itself ("[Gloo] Rank 1 is
+  connected to 3 peer ranks. Expected number of connected peer ranks is : 3"), written in pieces that
+  other output can split across lines (seen between "to" and "3"): those messages are removed from
+  the whole text first, whatever whitespace and line breaks they contain."""
+  stdout = GLOO_MESSAGE.sub("", stdout)
+  return [line for line in stdout.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
