@@ -65,16 +65,23 @@ def make_signature(task_signature: dict[str, Any], params: Any) -> dict[str, Any
 
 
 def signature_differences(saved: dict[str, Any], current: dict[str, Any], *, limit: int = 5,
-                          only_current_keys: bool = False, saved_label: str = "checkpoint") -> list[str]:
+                          only_current_keys: bool = False, saved_label: str = "checkpoint",
+                          newer_task_keys: bool = False) -> list[str]:
   """Human-readable differences between two signatures, e.g. "task.model.width: 0.125 (checkpoint) vs
   0.25 (now)"; at most `limit` lines (then "... and N more"); [] when they match.
 
   With `only_current_keys`, keys that only `saved` has are not compared (`current` is a subset).
+  With `newer_task_keys`, neither are keys under "task." that only `current` has: settings added to
+  the task's description after the checkpoint was written, which the caller has checked otherwise
+  (a resume: config.json holds every setting of the run, and a key newer than the run must be at
+  its default, the behaviour of the code that wrote it). Parameter shapes are always compared.
   `saved_label` names where `saved` comes from (e.g. "config.json").
   """
   saved_flat = traverse_util.flatten_dict(saved, sep=".")
   current_flat = traverse_util.flatten_dict(current, sep=".")
   keys = set(current_flat) if only_current_keys else set(saved_flat) | set(current_flat)
+  if newer_task_keys:
+    keys -= {key for key in current_flat if key.startswith("task.") and key not in saved_flat}
   lines = []
   # The task's description (e.g. model.width) says more than the parameter shapes it implies.
   for key in sorted(keys, key=lambda k: (not k.startswith("task."), k)):
@@ -87,9 +94,11 @@ def signature_differences(saved: dict[str, Any], current: dict[str, Any], *, lim
 
 
 def check_signature(saved: dict[str, Any], current: dict[str, Any], directory: str, *,
-                    only_current_keys: bool = False) -> None:
-  """Raises CheckpointError naming `directory` and the differences when the signatures differ."""
-  differences = signature_differences(saved, current, only_current_keys=only_current_keys)
+                    only_current_keys: bool = False, newer_task_keys: bool = False) -> None:
+  """Raises CheckpointError naming `directory` and the differences when the signatures differ
+  (`only_current_keys`, `newer_task_keys`: as `signature_differences`)."""
+  differences = signature_differences(saved, current, only_current_keys=only_current_keys,
+                                      newer_task_keys=newer_task_keys)
   if differences:
     raise CheckpointError(f"checkpoint in {directory} was written for a different model: "
                           + "; ".join(differences)

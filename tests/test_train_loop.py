@@ -156,6 +156,38 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
     run(config, tmp_path)
 
 
+def _forget_setting(workdir, key: str) -> None:
+  """Makes the run in `workdir` look written before config.model.<key> existed: gone from
+  config.json and from every checkpoint's signature."""
+  config_file = workdir / "config.json"
+  saved = json.loads(config_file.read_text())
+  saved["model"].pop(key, None)
+  config_file.write_text(json.dumps(saved))
+  for step in os.listdir(workdir / "checkpoints"):
+    path = workdir / "checkpoints" / step / "signature" / "metadata"
+    signature = json.loads(path.read_text())
+    signature["task"]["model"].pop(key, None)
+    path.write_text(json.dumps(signature))
+
+
+def test_a_run_resumes_across_a_version_that_adds_a_setting(tmp_path):
+  run(reference_config(max_steps=2), tmp_path)
+  _forget_setting(tmp_path, "compute_dtype")
+  # The new setting at its default is what the older code did: the run resumes.
+  assert run(reference_config(max_steps=4), tmp_path).step == 4
+  # Set to something else, it is another run: config.json's check names it.
+  _forget_setting(tmp_path, "compute_dtype")
+  config = reference_config(max_steps=6)
+  config.model.compute_dtype = "bfloat16"
+  with pytest.raises(CheckpointError, match=r"model.compute_dtype: float32 \(config.json\) vs bfloat16"):
+    run(config, tmp_path)
+  # Without config.json nothing says what the older run used: the signature refuses it.
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(CheckpointError,
+                     match=r"task.model.compute_dtype: <absent> \(checkpoint\) vs float32"):
+    run(reference_config(max_steps=6), tmp_path)
+
+
 def test_a_diverging_loss_names_the_step_and_is_not_checkpointed(tmp_path):
   config = reference_config(max_steps=8)
   config.train.checkpoint_every = 1

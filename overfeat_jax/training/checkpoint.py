@@ -114,13 +114,17 @@ class TrainCheckpoints:
                            f"to {target}: {reason(e)}") from e
     return f"moved to {target}"
 
-  def restore(self, abstract_state: TrainState, data_iterator: Any,
-              mesh: jax.sharding.Mesh) -> tuple[TrainState, Any]:
+  def restore(self, abstract_state: TrainState, data_iterator: Any, mesh: jax.sharding.Mesh, *,
+              config_checked: bool = False) -> tuple[TrainState, Any]:
     """Restores the newest intact step into replicated arrays and sets the data iterator's state.
 
     Args:
       abstract_state: the state's shapes (from `jax.eval_shape`).
       data_iterator: a fresh grain iterator of the same pipeline; its position is set in place.
+      config_checked: the run's config.json was checked against the config (run_config.check_resume),
+        so settings newer than the checkpoint's signature are at their defaults and are not compared
+        (`checkpoint_io.signature_differences`'s newer_task_keys): a run resumes across a version
+        that adds a setting.
     Raises:
       CheckpointError: no checkpoint, none intact (names each step and why), or one written for a
         different model or by a different number of processes.
@@ -133,7 +137,7 @@ class TrainCheckpoints:
 
     def restore(step: int) -> dict[str, Any]:
       saved = read_step(self._manager, step, **{SIGNATURE: ocp.args.JsonRestore()})[SIGNATURE]
-      check_signature(saved, self.signature, self.directory)
+      check_signature(saved, self.signature, self.directory, newer_task_keys=config_checked)
       _check_process_count(os.path.join(self.directory, str(step), DATA), step)
       return read_step(self._manager, step, **{
           PARAMS: ocp.args.StandardRestore(target_params),

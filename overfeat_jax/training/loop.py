@@ -100,7 +100,9 @@ def _start(config: ml_collections.ConfigDict, workdir: str, task: Task,
   changes = run_config.check_resume(workdir, config) if resuming else {}
   data_iterator = iter(task.make_loader(jax.process_index(), jax.process_count()))
   if resuming:
-    state, data_iterator = checkpoints.restore(jax.eval_shape(create_state, init_rng), data_iterator, mesh)
+    state, data_iterator = checkpoints.restore(
+        jax.eval_shape(create_state, init_rng), data_iterator, mesh,
+        config_checked=run_config.read_saved(workdir) is not None)
   else:
     state = jax.jit(create_state, out_shardings=mesh_lib.replicated(mesh),
                     compiler_options=_init_compiler_options())(init_rng)
