@@ -583,6 +583,10 @@ RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "
                      "train.eval_num_examples", "train.tensorboard", "input.num_workers", "input.prefetch",
                      "input.eval_batch_size", "dataset.data_dir", "dataset.prepare", "eval",
                      "faster_rcnn.test", "distributed",
+                     # The OverFeat detector's test-time settings (evaluation only, as eval.*).
+                     "detection.test_scales", "detection.min_window_score",
+                     "detection.max_boxes_per_class", "detection.top_class_only",
+                     "detection.max_detections",
                      "train.distributed")  # the last: a key of config.json files older than distributed.*
 
 
