@@ -34,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
   # dataset has boxes; else a plain random crop). Paper: no (ImageNet objects are mostly large and
   # central); small scenes with small objects need it, or half the crops cut the object.
   c.input.crop_keeps_object = False
+  # With crop_keeps_object: the fraction of the box's area each crop must hold (1.0 = the whole box).
+  # Below 1, crops that cut part of the object are drawn too, labelled with its class, so that the
+  # windows of the dense evaluation that cut an object still see its class (SPEC A4 takes a spatial max).
+  c.input.crop_object_fraction = 1.0
   # Training scale jitter: the short side is drawn uniformly from [resize_short, resize_short_max]
   # per image (0 = always resize_short, the paper's single training scale). Small nets evaluated at
   # several scales (SPEC A4) need to have seen objects at those sizes.
@@ -498,6 +502,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.num_classes": (lambda v: v >= 2, "expected >= 2"),
     "input.resize_short": (_positive, "expected > 0"),
     "input.crop_size": (_positive, "expected > 0"),
+    "input.crop_object_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = the whole box)"),
     "input.resize_short_max": (_non_negative, "expected >= 0 (0 = no scale jitter)"),
     "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
     "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),

@@ -48,6 +48,8 @@ def test_paper_configs_follow_spec_a3():
     ("dataset.num_classes", 1, "dataset.num_classes"),
     ("input.crop_size", 70, "input.resize_short"),
     ("input.prefetch", -1, "input.prefetch"),
+    ("input.crop_object_fraction", 0.0, "input.crop_object_fraction"),
+    ("input.crop_object_fraction", 1.5, "input.crop_object_fraction"),
     ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
     ("optimizer.momentum", -0.5, "optimizer.momentum"),
     ("optimizer.dampening", 1.0, "optimizer.dampening"),

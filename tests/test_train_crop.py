@@ -33,3 +33,39 @@ def test_an_object_larger_than_the_crop_is_centred():
   c = transforms.train_crop(100, 100, 64, 58, rng, keep_box=np.array([0.0, 40.0, 100.0, 60.0]))
   assert c.left == 3  # the 64-px-wide box cannot fit: centred, (0 + 64 - 58) / 2
   assert c.top <= 40 * 0.64 and 60 * 0.64 <= c.top + 58
+
+
+def _held_fraction(c: transforms.Crop, box: np.ndarray) -> float:
+  """Fraction of `box` (resized pixels) inside crop c, counted pixel by pixel on a fine grid."""
+  ys = np.linspace(box[1], box[3], 401)[:-1] + (box[3] - box[1]) / 800  # cell centres
+  xs = np.linspace(box[0], box[2], 401)[:-1] + (box[2] - box[0]) / 800
+  inside_y = (ys >= c.top) & (ys < c.top + c.out_h)
+  inside_x = (xs >= c.left) & (xs < c.left + c.out_w)
+  return inside_y.mean() * inside_x.mean()
+
+
+def test_partial_crops_hold_at_least_the_fraction_and_reach_every_such_position():
+  """input.crop_object_fraction: every crop holds >= the fraction of the box's area, and every
+  position that does is drawn (checked against a brute-force count over all positions)."""
+  rng = np.random.default_rng(3)
+  box = np.array([70.0, 10.0, 110.0, 60.0]) * (64 / 72)  # resized pixels of a 72 x 128 image
+  seen, cut = set(), 0
+  for _ in range(3000):
+    c = transforms.train_crop(72, 128, 64, 58, rng, keep_box=box / (64 / 72), keep_fraction=0.6)
+    held = _held_fraction(c, box)
+    assert held >= 0.6 - 0.01
+    cut += held < 0.99
+    seen.add((c.top, c.left))
+  expected = {(t, l) for t in range(7) for l in range(57)
+              if _held_fraction(transforms.Crop(64, 114, t, l, 58, 58), box) >= 0.6 + 0.01}
+  assert expected <= seen
+  assert all(_held_fraction(transforms.Crop(64, 114, t, l, 58, 58), box) >= 0.6 - 0.01 for t, l in seen)
+  assert cut > 300  # crops that cut the object are a real share, not a rounding accident
+
+
+def test_partial_crops_of_an_object_too_large_take_those_holding_the_most():
+  rng = np.random.default_rng(4)
+  box = np.array([0.0, 0.0, 100.0, 100.0])  # the whole 100 x 100 image: no 58-px crop holds 60%
+  crops = {(c.top, c.left) for c in (transforms.train_crop(100, 100, 64, 58, rng, keep_box=box,
+                                                           keep_fraction=0.6) for _ in range(200))}
+  assert crops == {(t, l) for t in range(7) for l in range(7)}  # every crop holds 58^2 / 64^2

@@ -311,6 +311,7 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
   augment = transforms.TrainTransform(
       spec=spec, resize_short=inp.resize_short, crop_size=inp.crop_size,
       random_flip=bool(inp.random_flip), keep_object=bool(inp.crop_keeps_object),
+      object_fraction=float(inp.crop_object_fraction),
       resize_short_max=int(inp.resize_short_max))
   read_ahead = inp.prefetch * batch  # Examples.
   examples = grain.DataLoader(

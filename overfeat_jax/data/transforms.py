@@ -241,18 +241,40 @@ def _crop_start(low: float, high: float, size: int, extent: int, rng: np.random.
   return int(rng.integers(first, last + 1))
 
 
+def _partial_crop_start(box: np.ndarray, size: int, extent_hw: tuple[int, int], fraction: float,
+                        rng: np.random.Generator) -> tuple[int, int]:
+  """A uniformly random (top, left) among the crops of side `size` that hold at least `fraction` of
+  the area of `box` (x1, y1, x2, y2, resized pixels), or among those holding the most of it when none
+  holds that much."""
+  def covered(low: float, high: float, extent: int) -> np.ndarray:  # [extent - size + 1] fractions
+    starts = np.arange(extent - size + 1, dtype=np.float64)
+    inside = np.minimum(starts + size, high) - np.maximum(starts, low)
+    return np.clip(inside, 0.0, None) / max(high - low, 1e-9)
+
+  area = covered(box[1], box[3], extent_hw[0])[:, None] * covered(box[0], box[2], extent_hw[1])[None, :]
+  allowed = area >= min(fraction, area.max()) - 1e-9
+  top, left = np.unravel_index(rng.choice(np.flatnonzero(allowed)), area.shape)
+  return int(top), int(left)
+
+
 def train_crop(height: int, width: int, resize_short: int, crop_size: int,
-               rng: np.random.Generator, keep_box: np.ndarray | None = None) -> Crop:
+               rng: np.random.Generator, keep_box: np.ndarray | None = None,
+               keep_fraction: float = 1.0) -> Crop:
   """SPEC A3: short side -> resize_short (aspect kept), then a random crop_size x crop_size crop.
 
   Args:
     keep_box: optional (x1, y1, x2, y2) pixels of the original image: the crop is drawn among those
       that contain the box whole (uniformly), or centred on it when none does (`input.crop_keeps_object`).
+    keep_fraction: below 1, the crop is drawn among those that hold at least this fraction of the
+      box's area instead (`input.crop_object_fraction`).
   """
   rh, rw = (int(v) for v in buckets.short_side_size((height, width), resize_short, crop_size))
   if keep_box is None:
     top = int(rng.integers(0, rh - crop_size + 1))
     left = int(rng.integers(0, rw - crop_size + 1))
+  elif keep_fraction < 1.0:
+    box = np.asarray(keep_box, np.float64) * np.array([rw / width, rh / height] * 2)
+    top, left = _partial_crop_start(box, crop_size, (rh, rw), keep_fraction, rng)
   else:
     x1, y1, x2, y2 = np.asarray(keep_box, np.float64) * np.array([rw / width, rh / height] * 2)
     top = _crop_start(y1, y2, crop_size, rh, rng)
@@ -314,6 +336,7 @@ class TrainTransform(grain.transforms.RandomMap):
   crop_size: int
   random_flip: bool
   keep_object: bool = False  # input.crop_keeps_object: crops contain the labelled object's box
+  object_fraction: float = 1.0  # input.crop_object_fraction: ... at least this fraction of its area
   resize_short_max: int = 0  # input.resize_short_max: short side drawn from [resize_short, this]
 
   def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -326,7 +349,7 @@ class TrainTransform(grain.transforms.RandomMap):
     short = self.resize_short
     if self.resize_short_max > self.resize_short:
       short = int(rng.integers(self.resize_short, self.resize_short_max + 1))
-    crop = train_crop(h, w, short, self.crop_size, rng, keep_box)
+    crop = train_crop(h, w, short, self.crop_size, rng, keep_box, self.object_fraction)
     image = apply_crop(example["image"], crop)
     if self.random_flip and rng.random() < 0.5:
       image = image[:, ::-1]
