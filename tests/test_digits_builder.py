@@ -213,3 +213,36 @@ def test_small_custom_config_prepares_detection_features(tmp_path):
     assert len(example["box_labels"]) == len(example["boxes"])
     assert (example["boxes"][:, 2:] <= [w, h]).all() and (example["boxes"][:, :2] >= 0).all()
   assert sum(sizes) > 0
+
+
+def test_distorted_digits_keep_their_ink_and_vary(assets):
+  """distort_digit: same-sized output, the ink's mass within bounds of the source's (a
+  rotation, shear or warp moves ink, a 3x3 filter thickens or thins it), and each draw different."""
+  rng = np.random.default_rng(0)
+  for row in range(0, 5000, 250):
+    digit = assets.digits[row]
+    shapes = [dis.distort_digit(digit, rng) for _ in range(4)]
+    for out in shapes:
+      assert out.shape == (40, 40) and out.dtype == np.float32
+      assert 0.0 <= out.min() and out.max() <= 255.0
+      assert 0.3 < out.sum() / digit.sum() < 3.5  # a 3x3 max filter can treble a thin "1"
+      assert out[0].sum() == out[-1].sum() == out[:, 0].sum() == out[:, -1].sum() == 0  # not cut off
+    assert not np.array_equal(shapes[0], shapes[1])
+
+
+def test_distorted_config_changes_training_digits_only(assets):
+  """classification_x8_distorted: its test split is `classification`'s image for image; its training
+  scenes show the same digit ids as classification_x8's, drawn differently."""
+  distorted, plain = dis.CLASSIFICATION_X8_DISTORTED, dis.CLASSIFICATION_X8
+  for index in (0, 1234):
+    a = dis.render_example(assets, distorted, "test", index % 1000)
+    b = dis.render_example(assets, dis.CLASSIFICATION, "test", index % 1000)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    a = dis.render_example(assets, distorted, "train", index)
+    b = dis.render_example(assets, plain, "train", index)
+    np.testing.assert_array_equal(a.digit_ids, b.digit_ids)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.boxes.shape == (1, 4) and (a.ink > 0).sum() > 0
+    assert a.image.shape != b.image.shape or not np.array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes[0], _ink_box(a.ink[0]))  # the box is still the tight ink box

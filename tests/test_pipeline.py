@@ -76,7 +76,8 @@ def _digits_config(data_dir: str, batch_size: int = 8):
 
 def test_registry_knows_the_datasets():
   assert set(DATASETS) == {"digits_in_scenes/classification", "digits_in_scenes/classification_x4",
-                           "digits_in_scenes/classification_x8", "digits_in_scenes/detection",
+                           "digits_in_scenes/classification_x8",
+                           "digits_in_scenes/classification_x8_distorted", "digits_in_scenes/detection",
                            "imagenet2012", "voc/2007", "voc/2012", "coco/2017"}
   assert get_dataset_spec("imagenet2012").num_classes == 1000
   assert get_dataset_spec("coco/2017").num_classes == 80

@@ -68,6 +68,8 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
                     boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
         DatasetSpec(name="digits_in_scenes/classification_x8", num_classes=10,
                     boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
+        DatasetSpec(name="digits_in_scenes/classification_x8_distorted", num_classes=10,
+                    boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
         DatasetSpec(name="digits_in_scenes/detection", num_classes=10, label_key=None,
                     boxes_key="objects/bbox", box_labels_key="objects/label", local=True),
         # ILSVRC 2012 (SPEC A1, A4): the "validation" split is the paper's test set.
