@@ -38,6 +38,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Below 1, crops that cut part of the object are drawn too, labelled with its class, so that the
   # windows of the dense evaluation that cut an object still see its class (SPEC A4 takes a spatial max).
   c.input.crop_object_fraction = 1.0
+  # With crop_keeps_object: this share of the training crops is drawn instead among those holding
+  # less than off_object_max_fraction of the object's box area, labelled "no class" and trained toward
+  # the uniform distribution, so that dense windows that cut the object or miss it stay unsure and
+  # the spatial max (SPEC A4) is taken where the whole object is. Paper: 0 (plain random crops).
+  c.input.off_object_crops = 0.0
+  c.input.off_object_max_fraction = 0.5
   # Training scale jitter: the short side is drawn uniformly from [resize_short, resize_short_max]
   # per image (0 = always resize_short, the paper's single training scale). Small nets evaluated at
   # several scales (SPEC A4) need to have seen objects at those sizes.
@@ -503,6 +509,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.resize_short": (_positive, "expected > 0"),
     "input.crop_size": (_positive, "expected > 0"),
     "input.crop_object_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = the whole box)"),
+    "input.off_object_crops": (lambda v: 0.0 <= v < 1.0, "expected in [0, 1) (0 = none)"),
+    "input.off_object_max_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),
     "input.resize_short_max": (_non_negative, "expected >= 0 (0 = no scale jitter)"),
     "input.mean": (lambda v: len(v) == 3, "expected 3 values (RGB)"),
     "input.std": (lambda v: len(v) == 3 and min(v) > 0, "expected 3 positive values (RGB)"),

@@ -50,6 +50,8 @@ def test_paper_configs_follow_spec_a3():
     ("input.prefetch", -1, "input.prefetch"),
     ("input.crop_object_fraction", 0.0, "input.crop_object_fraction"),
     ("input.crop_object_fraction", 1.5, "input.crop_object_fraction"),
+    ("input.off_object_crops", 1.0, "input.off_object_crops"),
+    ("input.off_object_max_fraction", 0.0, "input.off_object_max_fraction"),
     ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
     ("optimizer.momentum", -0.5, "optimizer.momentum"),
     ("optimizer.dampening", 1.0, "optimizer.dampening"),

@@ -483,3 +483,28 @@ def test_scale_jitter_range_is_checked():
   config.input.resize_short_max = 60  # below resize_short (64)
   with pytest.raises(ConfigError, match="input.resize_short_max"):
     validate_config(config)
+
+
+def test_off_object_crops_are_labelled_as_such_at_the_configured_rate(digits_data_dir):
+  """input.off_object_crops: that share of the training examples that have an off-object crop comes
+  out with OFF_OBJECT_LABEL (their crops' geometry: tests/test_train_crop.py); the others keep their
+  class."""
+  config = _digits_config(digits_data_dir)
+  spec = get_dataset_spec(config.dataset.name)
+  source = pipeline.load_source(config.dataset, "train")
+  augment = transforms.TrainTransform(spec=spec, resize_short=64, crop_size=58, random_flip=False,
+                                      keep_object=True, off_object_rate=0.3, off_object_max_fraction=0.5)
+  labels, true, possible = [], [], []
+  for i in range(400):
+    record = source[i]
+    labels.append(int(augment.random_map(record, np.random.default_rng(i))["label"]))
+    example = transforms.decode_example(record, spec)
+    true.append(int(example["label"]))
+    h, w = example["image"].shape[:2]
+    possible.append(transforms.off_object_crop(h, w, 64, 58, np.random.default_rng(0),
+                                               example["boxes"][0], 0.5) is not None)
+  labels, true, possible = np.array(labels), np.array(true), np.array(possible)
+  off = labels == transforms.OFF_OBJECT_LABEL
+  assert not (off & ~possible).any() and possible.sum() > 40
+  assert 0.15 < off.sum() / possible.sum() < 0.45
+  np.testing.assert_array_equal(labels[~off], true[~off])

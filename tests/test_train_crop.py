@@ -69,3 +69,24 @@ def test_partial_crops_of_an_object_too_large_take_those_holding_the_most():
   crops = {(c.top, c.left) for c in (transforms.train_crop(100, 100, 64, 58, rng, keep_box=box,
                                                            keep_fraction=0.6) for _ in range(200))}
   assert crops == {(t, l) for t in range(7) for l in range(7)}  # every crop holds 58^2 / 64^2
+
+
+def test_off_object_crops_hold_less_than_the_fraction_and_reach_every_such_position():
+  rng = np.random.default_rng(5)
+  box = np.array([70.0, 10.0, 110.0, 60.0])  # original pixels of a 72 x 128 image
+  resized = box * (64 / 72)
+  seen = set()
+  for _ in range(2000):
+    c = transforms.off_object_crop(72, 128, 64, 58, rng, box, max_fraction=0.5)
+    assert (c.resized_h, c.resized_w, c.out_h, c.out_w) == (64, 114, 58, 58)
+    assert _held_fraction(c, resized) < 0.5 + 0.01
+    seen.add((c.top, c.left))
+  expected = {(t, l) for t in range(7) for l in range(57)
+              if _held_fraction(transforms.Crop(64, 114, t, l, 58, 58), resized) < 0.5 - 0.01}
+  assert expected <= seen and len(expected) > 50
+
+
+def test_no_off_object_crop_when_every_crop_holds_the_object():
+  rng = np.random.default_rng(6)
+  # A 20 x 20 box in the middle of a 64 x 64 image: every 58-px crop holds all of it.
+  assert transforms.off_object_crop(64, 64, 64, 58, rng, np.array([22.0, 22.0, 42.0, 42.0]), 0.5) is None

@@ -312,6 +312,8 @@ def train_loader(config: ml_collections.ConfigDict, *, process_index: int = 0,
       spec=spec, resize_short=inp.resize_short, crop_size=inp.crop_size,
       random_flip=bool(inp.random_flip), keep_object=bool(inp.crop_keeps_object),
       object_fraction=float(inp.crop_object_fraction),
+      off_object_rate=float(inp.off_object_crops),
+      off_object_max_fraction=float(inp.off_object_max_fraction),
       resize_short_max=int(inp.resize_short_max))
   read_ahead = inp.prefetch * batch  # Examples.
   examples = grain.DataLoader(

@@ -21,6 +21,9 @@ from overfeat_jax.errors import DataError
 from overfeat_jax.ops.boxes import box_area
 
 NO_LABEL = -1  # `label` of an example whose dataset has no image-level class (detection datasets).
+# `label` of a classification training crop that holds too little of the object to show its class
+# (`input.off_object_crops`): trained toward the uniform distribution over the classes.
+OFF_OBJECT_LABEL = -2
 PAD_LABEL = -1  # Class of a padding slot in `box_labels` (its `valid`/`box_valid` entry is False).
 
 
@@ -241,20 +244,25 @@ def _crop_start(low: float, high: float, size: int, extent: int, rng: np.random.
   return int(rng.integers(first, last + 1))
 
 
-def _partial_crop_start(box: np.ndarray, size: int, extent_hw: tuple[int, int], fraction: float,
-                        rng: np.random.Generator) -> tuple[int, int]:
-  """A uniformly random (top, left) among the crops of side `size` that hold at least `fraction` of
-  the area of `box` (x1, y1, x2, y2, resized pixels), or among those holding the most of it when none
-  holds that much."""
-  def covered(low: float, high: float, extent: int) -> np.ndarray:  # [extent - size + 1] fractions
+def _held_area(box: np.ndarray, size: int, extent_hw: tuple[int, int]) -> np.ndarray:
+  """[T, L] fraction of the area of `box` (x1, y1, x2, y2, resized pixels) inside the square crop of
+  side `size` at each (top, left) of an image of `extent_hw` (h, w) resized pixels."""
+  def covered(low: float, high: float, extent: int) -> np.ndarray:  # [extent - size + 1]
     starts = np.arange(extent - size + 1, dtype=np.float64)
     inside = np.minimum(starts + size, high) - np.maximum(starts, low)
     return np.clip(inside, 0.0, None) / max(high - low, 1e-9)
 
-  area = covered(box[1], box[3], extent_hw[0])[:, None] * covered(box[0], box[2], extent_hw[1])[None, :]
-  allowed = area >= min(fraction, area.max()) - 1e-9
-  top, left = np.unravel_index(rng.choice(np.flatnonzero(allowed)), area.shape)
+  return covered(box[1], box[3], extent_hw[0])[:, None] * covered(box[0], box[2], extent_hw[1])[None, :]
+
+
+def _random_position(allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+  """A uniformly random (top, left) among the True entries of [T, L] `allowed`."""
+  top, left = np.unravel_index(rng.choice(np.flatnonzero(allowed)), allowed.shape)
   return int(top), int(left)
+
+
+def _resized_box(box: np.ndarray, height: int, width: int, rh: int, rw: int) -> np.ndarray:
+  return np.asarray(box, np.float64) * np.array([rw / width, rh / height] * 2)
 
 
 def train_crop(height: int, width: int, resize_short: int, crop_size: int,
@@ -272,13 +280,26 @@ def train_crop(height: int, width: int, resize_short: int, crop_size: int,
   if keep_box is None:
     top = int(rng.integers(0, rh - crop_size + 1))
     left = int(rng.integers(0, rw - crop_size + 1))
-  elif keep_fraction < 1.0:
-    box = np.asarray(keep_box, np.float64) * np.array([rw / width, rh / height] * 2)
-    top, left = _partial_crop_start(box, crop_size, (rh, rw), keep_fraction, rng)
+  elif keep_fraction < 1.0:  # those holding the fraction, or those holding the most when none does
+    area = _held_area(_resized_box(keep_box, height, width, rh, rw), crop_size, (rh, rw))
+    top, left = _random_position(area >= min(keep_fraction, area.max()) - 1e-9, rng)
   else:
-    x1, y1, x2, y2 = np.asarray(keep_box, np.float64) * np.array([rw / width, rh / height] * 2)
+    x1, y1, x2, y2 = _resized_box(keep_box, height, width, rh, rw)
     top = _crop_start(y1, y2, crop_size, rh, rng)
     left = _crop_start(x1, x2, crop_size, rw, rng)
+  return Crop(rh, rw, top, left, crop_size, crop_size)
+
+
+def off_object_crop(height: int, width: int, resize_short: int, crop_size: int,
+                    rng: np.random.Generator, box: np.ndarray, max_fraction: float) -> Crop | None:
+  """A random crop (as `train_crop`) among those holding less than `max_fraction` of the area of
+  `box` (x1, y1, x2, y2 pixels of the original image), or None when every crop holds more.
+  """
+  rh, rw = (int(v) for v in buckets.short_side_size((height, width), resize_short, crop_size))
+  allowed = _held_area(_resized_box(box, height, width, rh, rw), crop_size, (rh, rw)) < max_fraction
+  if not allowed.any():
+    return None
+  top, left = _random_position(allowed, rng)
   return Crop(rh, rw, top, left, crop_size, crop_size)
 
 
@@ -337,6 +358,8 @@ class TrainTransform(grain.transforms.RandomMap):
   random_flip: bool
   keep_object: bool = False  # input.crop_keeps_object: crops contain the labelled object's box
   object_fraction: float = 1.0  # input.crop_object_fraction: ... at least this fraction of its area
+  off_object_rate: float = 0.0  # input.off_object_crops: this share of crops holds little of it ...
+  off_object_max_fraction: float = 0.5  # input.off_object_max_fraction: ... less than this fraction
   resize_short_max: int = 0  # input.resize_short_max: short side drawn from [resize_short, this]
 
   def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -349,11 +372,17 @@ class TrainTransform(grain.transforms.RandomMap):
     short = self.resize_short
     if self.resize_short_max > self.resize_short:
       short = int(rng.integers(self.resize_short, self.resize_short_max + 1))
-    crop = train_crop(h, w, short, self.crop_size, rng, keep_box, self.object_fraction)
+    crop, label = None, example["label"]
+    if keep_box is not None and self.off_object_rate > 0 and rng.random() < self.off_object_rate:
+      crop = off_object_crop(h, w, short, self.crop_size, rng, keep_box, self.off_object_max_fraction)
+      if crop is not None:
+        label = OFF_OBJECT_LABEL
+    if crop is None:
+      crop = train_crop(h, w, short, self.crop_size, rng, keep_box, self.object_fraction)
     image = apply_crop(example["image"], crop)
     if self.random_flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    return {"image": np.ascontiguousarray(image), "label": example["label"]}
+    return {"image": np.ascontiguousarray(image), "label": np.int32(label)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from overfeat_jax import checkpoint_io
 from overfeat_jax.data import pipeline
@@ -64,21 +63,28 @@ def params_template(model: OverFeat) -> Any:
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy (SPEC A3).
+  """Mean softmax cross-entropy (SPEC A3), with a uniform target for crops without a class.
 
   Args:
     logits: [B, K] float.
-    labels: [B] int32 class indices in [0, K).
+    labels: [B] int32 class indices in [0, K), or OFF_OBJECT_LABEL (negative) for a crop that shows
+      too little of its object (`input.off_object_crops`): its target is uniform over the K classes.
   Returns:
-    [] float32, the mean over the batch of -log softmax(logits)[label].
+    [] float32, the mean over the batch of -log softmax(logits)[label] (uniform target: the mean
+    over k of -log softmax(logits)[k]).
   """
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # [B]
-  return jnp.mean(losses)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, K]
+  labelled = labels >= 0
+  picked = jnp.take_along_axis(log_probs, jnp.where(labelled, labels, 0)[:, None], axis=-1)[:, 0]
+  return -jnp.mean(jnp.where(labelled, picked, log_probs.mean(axis=-1)))
 
 
 def top1_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Fraction of rows whose highest logit is the label: logits [B, K], labels [B] -> [] float32."""
-  return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+  """Fraction of the labelled rows (label >= 0) whose highest logit is the label: logits [B, K],
+  labels [B] -> [] float32 (0 when no row is labelled)."""
+  labelled = labels >= 0
+  hits = jnp.sum((jnp.argmax(logits, axis=-1) == labels) & labelled)
+  return hits / jnp.maximum(jnp.sum(labelled), 1)
 
 
 def classification_loss_fn(apply_fn: ApplyFn) -> LossFn:
