@@ -95,3 +95,15 @@ def test_an_unknown_task_is_a_one_line_error_from_both_clis(tmp_path, script):
   proc = run_cli(script, tmp_path / "run", "--config.task=segmentation")
   assert_one_line_error(proc, "config.task='segmentation' is invalid", "classification")
   assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("key, value", [("input.off_object_crops", 0.25),
+                                        ("input.crop_object_fraction", 0.6)])
+def test_object_crop_options_need_crop_keeps_object(key, value):
+  config = base_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=f"{key}.*crop_keeps_object"):
+    validate_config(config)
+  config.input.crop_keeps_object = True
+  validate_config(config)
