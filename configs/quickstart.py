@@ -24,12 +24,20 @@ def get_config():
   config.model.stem_kernel = 3
   config.model.stem_stride = 1
   config.model.init = "he"  # N(0, 0.01^2) barely moves a net this small in minutes (DESIGN, Data).
-  config.model.dropout_rate = 0.25  # 0.5 slows a net this small too much for a few epochs.
+  # No dropout: in 2,000 steps the net underfits (training crops still ~9% wrong at the end), and
+  # dropout only slows it (0.5 much; 0.25: 3-scale error 17.6% against 17.3% without).
+  config.model.dropout_rate = 0.0
   config.input.resize_short = 64
   config.input.crop_size = 58
   # Digits lie anywhere in scenes up to 1.8:1, so half of the plain random 58-px crops cut the digit
   # (7% keep less than half of it): crops are drawn among those that contain it whole.
   config.input.crop_keeps_object = True
+  # A quarter of the crops are drawn among those holding < 75% of the digit's box (where the scale
+  # drawn allows one) and trained toward the uniform distribution: a net that saw only whole digits
+  # answers confidently on windows that cut one, and those won the dense evaluation's spatial max
+  # (same 2,000 steps: 3-scale error 17.3% -> 12.7%; README, "What the quickstart changes").
+  config.input.off_object_crops = 0.25
+  config.input.off_object_max_fraction = 0.75
   # Scale jitter: the short side is drawn from [64, 88] per image, so the net sees digits at the sizes
   # the three test scales show them (same 2,000 steps: 3-scale top-1 error 23.5% -> 17.6%).
   config.input.resize_short_max = 88
