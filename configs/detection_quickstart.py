@@ -39,9 +39,13 @@ def get_config():
   config.detection.train_scales = (128, 176)
   config.detection.test_scales = (128, 176)
   config.detection.train_fine_grid = False  # the coarse grid: ~4x faster steps (tasks/detection.py)
-  config.detection.min_coverage = 0.5
+  # A window is a digit only when it holds >= 80% of its box, and background when it holds < 50% of
+  # every box (base: 0.5 / 0.2): windows that cut a digit learn to say "background" rather than fire
+  # for it, which leaves fewer stray boxes to merge (main job: AP@0.5 42.5% -> 47.9%; README,
+  # "Detection (OverFeat)").
+  config.detection.min_coverage = 0.8
   config.detection.min_box_fraction = 0.3
-  config.detection.max_background_coverage = 0.2
+  config.detection.max_background_coverage = 0.5
   config.detection.hard_negatives = 32
   config.detection.random_negatives = 32
   config.detection.min_window_score = 0.1
