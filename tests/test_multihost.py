@@ -77,17 +77,20 @@ def launch(*args, **kwargs) -> list[tuple[int, str, str]]:
   return finish(start(*args, **kwargs))
 
 
-GLOO_MESSAGE = re.compile(r"\[Gloo\]\s*Rank\s+\d+\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s*Expected"
-                          r"\s+number\s+of\s+connected\s+peer\s+ranks\s+is\s*:\s*\d+")
+# gloo's connection notice, and its count where it follows ("... peer ranks is : 3").
+GLOO_NOTICE = re.compile(r"\[Gloo\]\s*Rank\s+\d+\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s*Expected"
+                         r"\s+number\s+of\s+connected\s+peer\s+ranks\s+is\s*:(\s*\d+)?")
 
 
 def ours(stdout: str) -> list[str]:
   """The lines our code printed. gloo announces each connection on stdout itself ("[Gloo] Rank 1 is
   connected to 3 peer ranks. Expected number of connected peer ranks is : 3"), written in pieces that
-  other output can split across lines (seen between "to" and "3"): those messages are removed from
-  the whole text first, whatever whitespace and line breaks they contain."""
-  stdout = GLOO_MESSAGE.sub("", stdout)
-  return [line for line in stdout.splitlines() if line.strip()]
+  other output, or the notice of another rank, can split (seen: "... is : [Gloo] Rank 3 ... is : 3",
+  then the first "3" on a line of its own). So the notices are removed with the counts that follow
+  them, and then the lines left holding only a count (our code never prints a bare number)."""
+  stdout = GLOO_NOTICE.sub("", stdout)
+  lines = (line.strip() for line in stdout.splitlines())
+  return [line for line in lines if line and not line.isdigit()]
 
 
 @pytest.fixture(scope="module")
