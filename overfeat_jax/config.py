@@ -643,9 +643,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   # Rules between keys.
   require(config.input.resize_short >= config.input.crop_size, "input.resize_short",
           f"must be >= input.crop_size={config.input.crop_size} so that the random crop fits")
-  for key in ("input.off_object_crops", "input.crop_object_fraction"):  # both act on the object's box
-    default = 0.0 if key == "input.off_object_crops" else 1.0
-    require(config.input.crop_keeps_object or _get(config, key) == default, key,
+  # Both act on the object's box, which only crop_keeps_object's crops consult; each key's value here
+  # is the one that leaves the crops as they were.
+  for key, inactive in (("input.off_object_crops", 0.0), ("input.crop_object_fraction", 1.0)):
+    require(config.input.crop_keeps_object or _get(config, key) == inactive, key,
             "needs input.crop_keeps_object=True")
   require(not config.input.resize_short_max
           or config.input.resize_short_max >= config.input.resize_short, "input.resize_short_max",
