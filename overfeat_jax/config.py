@@ -251,6 +251,11 @@ def base_config() -> ml_collections.ConfigDict:
   f.detector_lambda = 1.0  # Weight of the detector's box loss.
   # Test time (may change when a run resumes).
   f.test = ml_collections.ConfigDict()
+  # Every evaluation-side view of an image (evaluate.py, training's periodic evaluation, pictures,
+  # predict, export's default canvas) is resized with input.min_size and input.max_size times this
+  # factor (1.0: the paper's, test at the training scale). A detector trained at one size often does
+  # better tested a little larger: its small objects gain pixels.
+  f.test.size_factor = 1.0
   f.test.pre_nms = 6000  # Test proposals before NMS (SPEC B3) ...
   f.test.post_nms = 300  # ... and after it: what the detector sees.
   f.test.proposal_nms_iou = 0.7  # NMS IoU of the test proposals (1.0 = no NMS: SPEC B6's ablation).
@@ -487,6 +492,7 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.bg_iou": (lambda v: len(v) == 2 and 0.0 <= v[0] <= v[1] <= 1.0,
                            "expected (low, high) with 0 <= low <= high <= 1"),
     "faster_rcnn.detector_lambda": (_non_negative, "expected >= 0"),
+    "faster_rcnn.test.size_factor": (_positive, "expected > 0 (1.0 = test at the training sizes)"),
     "faster_rcnn.test.pre_nms": (_positive, "expected > 0"),
     "faster_rcnn.test.post_nms": (_positive, "expected > 0"),
     "faster_rcnn.test.proposal_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = no NMS)"),
@@ -714,6 +720,14 @@ def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[.
           f"torchvision's weights are VGG-16's, not faster_rcnn.backbone={f.backbone!r}'s")
   require(f.backbone_init != "classifier" or f.backbone.startswith("overfeat_"), "faster_rcnn.backbone_init",
           f"a classifier's extractor fits the overfeat_* backbones, not faster_rcnn.backbone={f.backbone!r}")
+
+
+def faster_rcnn_test_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(short side, long-side cap) of every evaluation-side view of a Faster R-CNN config's images:
+  input.min_size and input.max_size times faster_rcnn.test.size_factor, rounded."""
+  factor = float(config.faster_rcnn.test.size_factor)
+  return (max(1, int(round(config.input.min_size * factor))),
+          max(1, int(round(config.input.max_size * factor))))
 
 
 def _unknown_keys(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,

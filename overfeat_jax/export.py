@@ -26,8 +26,9 @@ float32 [B, K]}: at the training size the network's logits, at a larger size the
 class map (SPEC A4's spatial max, coarse stride, one scale). The mechanism (`export_function`,
 `write_export`) takes any predict function of (params, *inputs) with input specs; each task adds a
 builder to `EXPORTERS`. The Faster R-CNN detector's (`faster_rcnn_predict`) takes uint8 images on a
-fixed canvas (default input.min_size x input.max_size) with each image's size, and returns its padded
-detections {'boxes', 'scores', 'classes', 'valid'} (D = faster_rcnn.test.max_detections slots).
+fixed canvas (default the test sizes: input.min_size x input.max_size, times
+faster_rcnn.test.size_factor) with each image's size, and returns its padded detections {'boxes', 'scores', 'classes',
+'valid'} (D = faster_rcnn.test.max_detections slots).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from absl import flags  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
 from overfeat_jax import checkpoint_io, cli, files, tasks  # noqa: E402
-from overfeat_jax.config import validate_config  # noqa: E402
+from overfeat_jax.config import faster_rcnn_test_sizes, validate_config  # noqa: E402
 from overfeat_jax.cpu_flags import use_fast_cpu_convolutions  # noqa: E402
 from overfeat_jax.errors import ConfigError  # noqa: E402
 
@@ -240,9 +241,10 @@ def _faster_rcnn(config: ml_collections.ConfigDict, batch: str, height: int, wid
                       "cannot be exported: export a detector that ranks its proposals by objectness")
   task = tasks.get_task(config)
   model = task.model_from_config(config)
-  # Default canvas: the short side input.min_size by the long side input.max_size (a landscape image
-  # at the largest aspect the config allows).
-  height, width = height or config.input.min_size, width or config.input.max_size
+  # Default canvas: the test short side by the test long-side cap (a landscape image at the largest
+  # aspect the config allows): input.min_size x input.max_size times faster_rcnn.test.size_factor.
+  test_min, test_max = faster_rcnn_test_sizes(config)
+  height, width = height or test_min, width or test_max
   inputs = [InputSpec("images", f"{batch}, {height}, {width}, 3", "uint8",
                       "RGB pixels 0..255, each image at the top left of the canvas"),
             InputSpec("sizes", f"{batch}, 2", "int32", "each image's (height, width) in the canvas")]

@@ -16,8 +16,8 @@ from safetensors.numpy import save_file
 import random_vgg16
 from model_helpers import random_variables
 from overfeat_jax import checkpoint_io
-from overfeat_jax.config import validate_config
-from overfeat_jax.data import detection
+from overfeat_jax.config import faster_rcnn_test_sizes, validate_config
+from overfeat_jax.data import buckets, detection
 from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.evaluation import faster_rcnn as frcnn_eval
 from overfeat_jax.evaluation import run as evaluation
@@ -289,6 +289,25 @@ def test_config_rules_between_keys():
     assert message.startswith(f"config.faster_rcnn.test.{key}="), message
   for name in ("faster_rcnn_vgg16_voc07", "faster_rcnn_zf_voc07", "faster_rcnn_vgg16_coco"):
     validate_config(load_config(name))
+
+
+def test_evaluation_views_use_the_test_sizes(trained):
+  config = copy.deepcopy(trained[0])  # trains at short side 64, long side <= 96
+  config.faster_rcnn.test.size_factor = 1.0
+  assert task.test_input_config(config) is config  # the training sizes: no copy
+  config.faster_rcnn.test.size_factor = 1.25
+  assert faster_rcnn_test_sizes(config) == (80, 120)
+  evaluator = frcnn_eval.Evaluator(config)
+  bounds = tuple(config.input.aspect_buckets)
+  assert evaluator.loader.canvases == buckets.detection_canvases(bounds, 80, 120)
+  assert config.input.min_size == 64  # the caller's config is left as it was
+  batch = next(iter(evaluator.loader))
+  h, w = batch["size"][batch["valid"]].T
+  # Every image at short side 80, unless its long side would pass 120 (then that is 120).
+  assert np.all((np.minimum(h, w) == 80) | (np.maximum(h, w) == 120)) and np.all(np.maximum(h, w) <= 120)
+  config.faster_rcnn.test.size_factor = 0.0
+  message = one_line(ConfigError, validate_config, config)
+  assert message.startswith("config.faster_rcnn.test.size_factor=0.0 is invalid: expected > 0")
 
 
 def test_random_proposals_are_drawn_per_image_id():

@@ -120,6 +120,7 @@ class Evaluator:
   evaluates a parameter set (evaluate.py once, training every train.eval_every steps)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
+    config = task.test_input_config(config)  # images at the test sizes (faster_rcnn.test.min_size)
     self.config = config
     self.model = task.model_from_config(config)
     self.mesh = mesh_lib.make_mesh()
@@ -265,6 +266,7 @@ def detection_panels(image: np.ndarray, *, gt_boxes: np.ndarray | None, gt_label
 def _pictures(config: ml_collections.ConfigDict, model: Any, params: Any,
               names: Sequence[str]) -> Iterator[tuple[str, Figure]]:
   """(name, figure) of each of the first config.eval.pictures images of the eval split."""
+  config = task.test_input_config(config)
   spec = get_dataset_spec(config.dataset.name)
   source = pipeline.load_source(config.dataset, config.dataset.eval_split)
   inp = config.input

@@ -160,6 +160,7 @@ class Predictor:
       detection_overfeat.check_eval_sizes(self.model, config)
     elif self.task == "faster_rcnn":
       self.model = faster_rcnn_task.model_from_config(config)
+      self.config = faster_rcnn_task.test_input_config(config)  # images at the test sizes
     else:
       tasks.get_task(config)  # the error naming the known tasks
       raise ConfigError(f"no prediction for task {self.task!r}")

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from overfeat_jax import checkpoint_io
+from overfeat_jax.config import faster_rcnn_test_sizes
 from overfeat_jax.data import detection
 from overfeat_jax.errors import CheckpointError
 from overfeat_jax.models import pretrained
@@ -395,6 +396,18 @@ def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: 
   return {"boxes": d.boxes, "scores": d.scores, "classes": d.classes, "valid": d.valid,
           "proposal_boxes": p.boxes, "proposal_scores": jax.nn.sigmoid(p.scores),
           "proposal_valid": p.valid}
+
+
+def test_input_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose input.min_size / max_size are the test sizes
+  (`config.faster_rcnn_test_sizes`: times faster_rcnn.test.size_factor), for everything that makes
+  an evaluation-side view of an image; `config` itself when they are the training sizes."""
+  min_size, max_size = faster_rcnn_test_sizes(config)
+  if (min_size, max_size) == (config.input.min_size, config.input.max_size):
+    return config
+  copy = ml_collections.ConfigDict(config.to_dict())
+  copy.input.min_size, copy.input.max_size = min_size, max_size
+  return copy
 
 
 def make_predict_fn(config: ml_collections.ConfigDict, model: FasterRCNN | None = None, *,
