@@ -174,6 +174,7 @@ def test_exported_detector_runs_in_a_fresh_process_like_the_model(tmp_path):
   from overfeat_jax.tasks import faster_rcnn
   config = test_faster_rcnn_task.tiny_config(str(tmp_path / "no_data"))
   config.faster_rcnn.test.score_threshold = 0.0  # an untrained net: keep its many detections
+  config.faster_rcnn.test.size_factor = 1.0  # the default canvas: the training sizes 64 x 96
   model = faster_rcnn.model_from_config(config)
   params = test_predict.random_params(faster_rcnn.params_template(model), seed=5)
   workdir = str(tmp_path / "run")
@@ -208,6 +209,9 @@ def test_exported_detector_runs_in_a_fresh_process_like_the_model(tmp_path):
     for key, atol in (("boxes", 1e-3), ("scores", 1e-5)):
       np.testing.assert_allclose(results[f"{key}_{n}"][valid], np.asarray(expected[key])[:n][valid],
                                  rtol=1e-4, atol=atol)
+  # The default canvas is the test sizes: with faster_rcnn.test.size_factor, 1.25 x (64, 96).
+  config.faster_rcnn.test.size_factor = 1.25
+  assert export._faster_rcnn(config, "batch", 0, 0).inputs[0].shape == "batch, 80, 120, 3"
   config.faster_rcnn.test.proposal_ranking = "random"  # an ablation's setting: refused in one line
   with pytest.raises(ConfigError, match=r"proposal_ranking='random' cannot be exported"):
     export.export_model(config, workdir, str(tmp_path / "random"), platforms=["cpu"])
