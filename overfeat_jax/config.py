@@ -204,6 +204,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A window's box enters only the merge of its most probable digit class (False: of every class it
   # gives >= min_window_score; each such class then keeps a copy of the same box).
   c.detection.top_class_only = False
+  # After the per-class merge, a merged box is dropped when its IoU with a more confident merged box
+  # of its class is > this (1.0: none is, the paper's). The merge averages only boxes that overlap
+  # by more than 1 - eval.merge_threshold, so a digit can keep two clusters; this keeps the better.
+  c.detection.merged_nms_iou = 1.0
   c.detection.max_detections = 100  # Merged boxes kept per image (the highest confidences; COCO's 100).
   # Faster R-CNN (config.task = "faster_rcnn", SPEC Part B; models/faster_rcnn.py). The backbone's
   # width, initialisation, the head's dropout and the compute dtype come from config.model (width,
@@ -583,6 +587,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "detection.max_boxes_per_class": (_positive, "expected >= 1"),
     "detection.max_detections": (_positive, "expected >= 1"),
     "detection.top_class_only": (lambda v: isinstance(v, bool), "expected True or False"),
+    "detection.merged_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1.0 = no suppression)"),
     "optimizer.decay_factor": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (0.5 halves)"),
     "distributed.initialize": _one_of(*DISTRIBUTED_INITIALIZE),
     "distributed.coordinator_address": (lambda v: v == "" or _host_port_ok(v),
@@ -605,7 +610,7 @@ RESUME_MAY_CHANGE = ("train.num_epochs", "train.max_steps", "train.log_every", "
                      # The OverFeat detector's test-time settings (evaluation only, as eval.*).
                      "detection.test_scales", "detection.min_window_score",
                      "detection.max_boxes_per_class", "detection.top_class_only",
-                     "detection.max_detections",
+                     "detection.merged_nms_iou", "detection.max_detections",
                      "train.distributed")  # the last: a key of config.json files older than distributed.*
 
 

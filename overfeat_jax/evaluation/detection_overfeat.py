@@ -11,6 +11,8 @@ padded into their bucket's canvas), one jitted function:
     probable), each with its regressed box and that probability as its score;
   `ops.merge.greedy_merge` of those boxes with eval.merge_score and eval.merge_threshold: every
     merged box, with the summed scores of the windows that went into it, is a detection;
+  with detection.merged_nms_iou < 1, per-class NMS of the merged boxes (`ops.nms.batched_nms`): one
+    whose IoU with a more confident one of its class is above it is dropped;
   the detection.max_detections detections of highest confidence per image.
 The boxes are in the batch's pixels; `evaluation.detection.DetectionEvaluator` maps them to the
 original images and computes COCO AP@[.5:.95], AP@0.5, VOC07 AP and the per-class table, written to
@@ -41,6 +43,7 @@ from overfeat_jax.evaluation import outputs, visualize
 from overfeat_jax.evaluation.detection import DetectionEvaluator
 from overfeat_jax.models import dense_grid
 from overfeat_jax.ops.merge import greedy_merge
+from overfeat_jax.ops.nms import PAD_INDEX, batched_nms
 from overfeat_jax.tasks import detection as task
 from overfeat_jax.tasks.localization import scaled_batch
 
@@ -63,7 +66,8 @@ def scale_outputs(model: task.DetectionModel, params: Any, images: jax.Array, im
 
 def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, background: int,
                      min_window_score: float, max_boxes_per_class: int, threshold: float, score: str,
-                     max_detections: int, top_class_only: bool = False) -> dict[str, jax.Array]:
+                     max_detections: int, top_class_only: bool = False,
+                     merged_nms_iou: float = 1.0) -> dict[str, jax.Array]:
   """One image's detections from its windows of every scale (module docstring).
 
   Args:
@@ -71,6 +75,7 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
     min_window_score, max_boxes_per_class: which windows enter a class's merge.
     top_class_only: a window enters only the merge of its most probable digit class.
     threshold, score: the greedy merge's (`ops.merge.greedy_merge`).
+    merged_nms_iou: < 1: per-class NMS of the merged boxes at this IoU; 1: none.
     max_detections: D.
   Returns:
     {"boxes" [D, 4], "scores" [D] (merged confidence), "classes" int32 [D], "valid" bool [D]}, by
@@ -91,8 +96,16 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
   classes = jnp.broadcast_to(jnp.arange(background, dtype=jnp.int32)[:, None], confidence.shape)
   keyed = jnp.where(merged_valid, confidence, -jnp.inf).reshape(-1)
   d = min(max_detections, keyed.shape[0])
-  top, index = jax.lax.top_k(keyed, d)
-  found = jnp.isfinite(top)
+  if merged_nms_iou < 1.0:
+    # The kept ones by confidence descending, as top_k orders them; PAD_INDEX slots are not found.
+    index = batched_nms(merged.reshape(-1, 4), keyed, classes.reshape(-1), merged_nms_iou, d,
+                        valid=merged_valid.reshape(-1))
+    found = index != PAD_INDEX
+    index = jnp.where(found, index, 0)
+    top = jnp.where(found, keyed[index], 0.0)
+  else:
+    top, index = jax.lax.top_k(keyed, d)
+    found = jnp.isfinite(top)
   out = {"boxes": jnp.where(found[:, None], merged.reshape(-1, 4)[index], 0.0),
          "scores": jnp.where(found, top, 0.0), "classes": jnp.where(found, classes.reshape(-1)[index], 0),
          "valid": found}
@@ -113,7 +126,7 @@ def predict(model: task.DetectionModel, config: ml_collections.ConfigDict, param
       image_detections, background=model.background, min_window_score=float(det.min_window_score),
       max_boxes_per_class=int(det.max_boxes_per_class), threshold=float(ev.merge_threshold),
       score=ev.merge_score, max_detections=int(det.max_detections),
-      top_class_only=bool(det.top_class_only))
+      top_class_only=bool(det.top_class_only), merged_nms_iou=float(det.merged_nms_iou))
   return jax.vmap(per_image)(probs, valid, boxes)
 
 
