@@ -120,7 +120,7 @@ class Evaluator:
   evaluates a parameter set (evaluate.py once, training every train.eval_every steps)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    config = task.test_input_config(config)  # images at the test sizes (faster_rcnn.test.min_size)
+    config = task.test_input_config(config)  # images at the test sizes (faster_rcnn.test.size_factor)
     self.config = config
     self.model = task.model_from_config(config)
     self.mesh = mesh_lib.make_mesh()
