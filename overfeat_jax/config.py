@@ -149,6 +149,11 @@ def base_config() -> ml_collections.ConfigDict:
   # intersection area (threshold in px + px^2); "overlap" = 1 - IoU, so the boxes of one object merge
   # first and a threshold t merges pairs with IoU >= 1 - t (detection: README, "Detection (OverFeat)").
   c.eval.merge_score = "paper"
+  # How the merge averages the two boxes it merges (ops/merge.py): "pair" = SPEC A5's mean of the
+  # two; "weighted" = their mean weighted by their confidences, so that a merged box is the
+  # score-weighted mean of all its windows' boxes rather than an average of averages in which the
+  # last box merged weighs 1/2 (detection: README, "Detection (OverFeat)").
+  c.eval.merge_average = "pair"
 
   # Localization (config.task = "localization", SPEC A5): a box regressor trained on the frozen
   # feature extractor of a classification run.
@@ -571,6 +576,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "expected a non-empty list of positive integer short sides"),
     "localization.min_coverage": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (paper: 0.5)"),
     "eval.merge_score": _one_of("paper", "overlap"),
+    "eval.merge_average": _one_of("pair", "weighted"),
     "detection.train_scales": (
         lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
         "expected a non-empty list of positive integer short sides"),

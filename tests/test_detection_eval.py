@@ -42,7 +42,7 @@ def plain_iou(a, b) -> float:
 
 
 def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold, score, d,
-                         top_class_only=False, merged_nms_iou=1.0):
+                         top_class_only=False, merged_nms_iou=1.0, average="pair"):
   """Module docstring, one class and one box at a time: [(class, box, confidence)], best first."""
   found = []
   for c in range(probs.shape[1] - 1):
@@ -51,7 +51,7 @@ def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold
     order = sorted(enters, key=lambda i: (-probs[i, c], i))
     order = order[:per_class]
     for box, conf, _ in loop_merge(boxes[order], probs[order, c], np.ones(len(order), bool), threshold,
-                                   score):
+                                   score, average):
       found.append((c, box, conf))
   found.sort(key=lambda x: -float(x[2]))  # stable: classes in order on ties
   kept = []  # greedy, best first: a merged box goes when it overlaps a kept one of its class too much
@@ -61,18 +61,20 @@ def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold
   return kept[:d]
 
 
-@pytest.mark.parametrize("score,threshold,top,nms", [
-    ("overlap", 0.5, False, 1.0), ("paper", 30.0, False, 1.0), ("overlap", 0.5, True, 1.0),
-    ("overlap", 0.2, False, 0.3)])
-def test_image_detections_against_reference(score, threshold, top, nms):
+@pytest.mark.parametrize("score,threshold,top,nms,average", [
+    ("overlap", 0.5, False, 1.0, "pair"), ("paper", 30.0, False, 1.0, "pair"),
+    ("overlap", 0.5, True, 1.0, "pair"), ("overlap", 0.2, False, 0.3, "pair"),
+    ("overlap", 0.5, False, 1.0, "weighted")])
+def test_image_detections_against_reference(score, threshold, top, nms, average):
   rng = np.random.default_rng(3)
   probs, valid, boxes = random_windows(rng, 60, 4)
   got = jax.tree.map(np.asarray, evaluator.image_detections(
       jnp.asarray(probs), jnp.asarray(valid), jnp.asarray(boxes), background=4, min_window_score=0.15,
       max_boxes_per_class=12, threshold=threshold, score=score, max_detections=10, top_class_only=top,
-      merged_nms_iou=nms))
+      merged_nms_iou=nms, average=average))
   want = reference_detections(probs, valid, boxes, min_score=0.15, per_class=12, threshold=threshold,
-                              score=score, d=10, top_class_only=top, merged_nms_iou=nms)
+                              score=score, d=10, top_class_only=top, merged_nms_iou=nms,
+                              average=average)
   if nms < 1.0:  # the suppression did drop merged boxes that the merge had left
     assert len(reference_detections(probs, valid, boxes, min_score=0.15, per_class=12,
                                     threshold=threshold, score=score, d=100)) > len(

@@ -39,9 +39,11 @@ LOOP_SCORES = {"paper": loop_match_score, "overlap": loop_overlap_score}
 
 
 def loop_merge(boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray,
-               threshold: float, score: str = "paper") -> list[tuple[np.ndarray, np.float32, int]]:
+               threshold: float, score: str = "paper", average: str = "pair"
+               ) -> list[tuple[np.ndarray, np.float32, int]]:
   """SPEC A5 (d) as written: every step scans all pairs for the lowest score (strict <, so the
-  lowest (i, j) wins ties), stops when it is > threshold, else merges into the lower slot.
+  lowest (i, j) wins ties), stops when it is > threshold, else merges into the lower slot: the
+  pair's mean, or with average="weighted" their mean weighted by their confidences.
   Returns the survivors as (box, confidence, slot), by confidence descending, then slot."""
   score_name = score
   live = {i: (boxes[i].astype(F32), F32(scores[i])) for i in range(len(boxes)) if valid[i]}
@@ -56,7 +58,12 @@ def loop_merge(boxes: np.ndarray, scores: np.ndarray, valid: np.ndarray,
     score, i, j = best
     if float(score) > threshold:
       break
-    live[i] = ((live[i][0] + live[j][0]) * F32(0.5), live[i][1] + live[j][1])
+    (box_i, conf_i), (box_j, conf_j) = live[i], live[j]
+    if average == "weighted":
+      box = (box_i * conf_i + box_j * conf_j) / (conf_i + conf_j)
+    else:
+      box = (box_i + box_j) * F32(0.5)
+    live[i] = (box, conf_i + conf_j)
     del live[j]
   return sorted(((box, conf, slot) for slot, (box, conf) in live.items()),
                 key=lambda item: (-float(item[1]), item[2]))
@@ -217,6 +224,55 @@ def test_overlap_score_hand_case():
   assert np.asarray(greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.3, score="overlap")[2]).all()
   with pytest.raises(ValueError, match="score must be one of"):
     greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.5, score="iou")
+
+
+def test_weighted_average_hand_case():
+  # HAND_BOXES with "overlap" at t = 0.5: only (0, 2) merges (IoU 2/3). Their confidences 0.5 and
+  # 0.125 weigh the x coordinates: (0.5 * 0 + 0.125 * 2) / 0.625 = 0.4 and 10.4 (pair: 1 and 11).
+  merged, conf, valid = map(np.asarray, greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.5,
+                                                     score="overlap", average="weighted"))
+  np.testing.assert_array_equal(valid, [True, True, True, False])
+  np.testing.assert_allclose(merged[1], [0.4, 0, 10.4, 10], rtol=1e-6)
+  np.testing.assert_array_equal(conf[:3], [1.0, 0.625, 0.25])
+  with pytest.raises(ValueError, match="average must be one of"):
+    greedy_merge(HAND_BOXES, HAND_SCORES, np.ones(4, bool), 0.5, average="mean")
+
+
+def test_weighted_average_is_the_score_weighted_mean_of_all_merged_boxes():
+  # Whatever the order of the merges, a box that merged everything is sum(s_i b_i) / sum(s_i);
+  # the pair average instead weighs the box merged last 1/2.
+  rng = np.random.default_rng(7)
+  boxes = clustered_boxes(rng, 30, grid=False, objects=1)
+  scores = rng.uniform(0.05, 1.0, 30).astype(F32)
+  valid = np.ones(30, bool)
+  merged, conf, merged_valid = map(np.asarray, greedy_merge(boxes, scores, valid, math.inf,
+                                                            score="overlap", average="weighted"))
+  assert merged_valid.sum() == 1
+  want = (boxes.astype(np.float64) * scores[:, None]).sum(0) / scores.astype(np.float64).sum()
+  np.testing.assert_allclose(merged[0], want, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(conf[0], scores.astype(np.float64).sum(), rtol=1e-5)
+  pair = np.asarray(greedy_merge(boxes, scores, valid, math.inf, score="overlap")[0])[0]
+  assert np.abs(pair - want).max() > 0.5  # the paper's average is another box
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("score", ["paper", "overlap"])
+def test_weighted_average_matches_loop_on_random_boxes(seed, score):
+  # Same greedy order as the loop; the weighted means agree to float32 rounding (compiled, XLA may
+  # fuse the multiply-adds), so the boxes are compared to a tolerance, the merge counts exactly.
+  rng = np.random.default_rng(300 + seed)
+  n = 40
+  boxes = clustered_boxes(rng, n, grid=False)
+  scores = rng.uniform(0.05, 1.0, n).astype(F32)
+  valid = rng.uniform(size=n) < 0.8
+  for t in ((20.0, 60.0, math.inf) if score == "paper" else (0.3, 0.6, 1.0)):
+    expected = loop_merge(boxes, scores, valid, t, score, "weighted")
+    merged, conf, merged_valid = map(np.asarray, greedy_merge(boxes, scores, valid, t, score=score,
+                                                              average="weighted"))
+    k = len(expected)
+    np.testing.assert_array_equal(merged_valid, np.arange(n) < k)
+    np.testing.assert_allclose(merged[:k], np.stack([b for b, _, _ in expected]), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(conf[:k], [c for _, c, _ in expected], rtol=1e-5)
 
 
 @pytest.mark.parametrize("candidates", [1, 4])

@@ -9,8 +9,9 @@ padded into their bucket's canvas), one jitted function:
     probability of c is >= detection.min_window_score (with detection.top_class_only, only where c
     is the window's most probable digit) (at most detection.max_boxes_per_class, the most
     probable), each with its regressed box and that probability as its score;
-  `ops.merge.greedy_merge` of those boxes with eval.merge_score and eval.merge_threshold: every
-    merged box, with the summed scores of the windows that went into it, is a detection;
+  `ops.merge.greedy_merge` of those boxes with eval.merge_score, eval.merge_threshold and
+    eval.merge_average: every merged box, with the summed scores of the windows that went into it,
+    is a detection;
   with detection.merged_nms_iou < 1, per-class NMS of the merged boxes (`ops.nms.batched_nms`): one
     whose IoU with a more confident one of its class is above it is dropped;
   the detection.max_detections detections of highest confidence per image.
@@ -67,14 +68,14 @@ def scale_outputs(model: task.DetectionModel, params: Any, images: jax.Array, im
 def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, background: int,
                      min_window_score: float, max_boxes_per_class: int, threshold: float, score: str,
                      max_detections: int, top_class_only: bool = False,
-                     merged_nms_iou: float = 1.0) -> dict[str, jax.Array]:
+                     merged_nms_iou: float = 1.0, average: str = "pair") -> dict[str, jax.Array]:
   """One image's detections from its windows of every scale (module docstring).
 
   Args:
     probs: [N, K + 1] softmax (class `background` = K); valid: bool [N]; boxes: [N, 4].
     min_window_score, max_boxes_per_class: which windows enter a class's merge.
     top_class_only: a window enters only the merge of its most probable digit class.
-    threshold, score: the greedy merge's (`ops.merge.greedy_merge`).
+    threshold, score, average: the greedy merge's (`ops.merge.greedy_merge`).
     merged_nms_iou: < 1: per-class NMS of the merged boxes at this IoU; 1: none.
     max_detections: D.
   Returns:
@@ -90,7 +91,8 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
     enters = valid & (p >= min_window_score) & ((best == c) | (not top_class_only))
     keyed = jnp.where(enters, p, -jnp.inf)
     top, index = jax.lax.top_k(keyed, per_class)  # the most probable windows first
-    return greedy_merge(boxes[index], p[index], jnp.isfinite(top), threshold, score=score)
+    return greedy_merge(boxes[index], p[index], jnp.isfinite(top), threshold, score=score,
+                        average=average)
 
   merged, confidence, merged_valid = jax.vmap(one_class)(jnp.arange(background))  # [K, C, ...]
   classes = jnp.broadcast_to(jnp.arange(background, dtype=jnp.int32)[:, None], confidence.shape)
@@ -125,7 +127,7 @@ def predict(model: task.DetectionModel, config: ml_collections.ConfigDict, param
   per_image = functools.partial(
       image_detections, background=model.background, min_window_score=float(det.min_window_score),
       max_boxes_per_class=int(det.max_boxes_per_class), threshold=float(ev.merge_threshold),
-      score=ev.merge_score, max_detections=int(det.max_detections),
+      score=ev.merge_score, average=ev.merge_average, max_detections=int(det.max_detections),
       top_class_only=bool(det.top_class_only), merged_nms_iou=float(det.merged_nms_iou))
   return jax.vmap(per_image)(probs, valid, boxes)
 
@@ -168,12 +170,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   extra = {"task": "detection", "checkpoint_step": int(step), "dataset": config.dataset.name,
            "split": config.dataset.eval_split, "merge_score": config.eval.merge_score,
            "merge_threshold": float(config.eval.merge_threshold),
+           "merge_average": config.eval.merge_average,
            "test_scales": [int(s) for s in config.detection.test_scales]}
   evaluator = DetectionEvaluator(names)
   writer = workdir if jax.process_index() == 0 else None
   if verbose:
     print(f"checkpoint step {step}: OverFeat detection, test scales {extra['test_scales']}, merge "
-          f"score {extra['merge_score']!r} threshold {extra['merge_threshold']:g}", flush=True)
+          f"score {extra['merge_score']!r} threshold {extra['merge_threshold']:g} average "
+          f"{extra['merge_average']!r}", flush=True)
   result = evaluator.run(predict_fn, batches, workdir=writer, verbose=verbose, extra=extra)
   result["seconds"] = round(time.time() - start, 1)
   if writer is not None and config.eval.pictures:

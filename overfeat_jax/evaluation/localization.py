@@ -56,7 +56,7 @@ def evaluate_rows(model: task.LocalizationModel, config: ml_collections.ConfigDi
   boxes = {index: localize.scale_boxes(grid) for index, grid in grids.items()}
   per_image = functools.partial(localize.merged_guesses, top_k=int(ev.merge_top_k),
                                 threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce,
-                                score=ev.merge_score)
+                                score=ev.merge_score, average=ev.merge_average)
 
   def merged(indices: list[int]) -> localize.Guesses:
     return localize.Guesses(*jax.vmap(per_image)([boxes[i] for i in indices]))
@@ -177,6 +177,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
                  "top1_cls_error": errors["cls_top1"], "top5_cls_error": errors["cls_top5"]}
   result = {"task": "localization", "regressor": config.localization.regressor,
             "merge_threshold": float(config.eval.merge_threshold),
+            "merge_score": config.eval.merge_score, "merge_average": config.eval.merge_average,
             "merge_top_k": int(config.eval.merge_top_k), "checkpoint_step": int(step),
             "num_examples": int(total), "dataset": config.dataset.name,
             "split": config.dataset.eval_split, "seconds": round(time.time() - start, 1), "rows": rows}

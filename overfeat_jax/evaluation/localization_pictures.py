@@ -49,7 +49,7 @@ def picture_predictions(model: task.LocalizationModel, config: ml_collections.Co
                                    original_hw=original_hw, bucket=bucket, indices=multi)
   per_image = functools.partial(localize.merged_guesses, top_k=int(ev.merge_top_k),
                                 threshold=float(ev.merge_threshold), reduce=ev.spatial_reduce,
-                                score=ev.merge_score, num_guesses=num_guesses)
+                                score=ev.merge_score, average=ev.merge_average, num_guesses=num_guesses)
   guesses = localize.Guesses(*jax.vmap(per_image)(
       [localize.scale_boxes(grids[i]) for i in multi]))
   out = {"classes": guesses.classes, "boxes": guesses.boxes, "scores": guesses.scores,

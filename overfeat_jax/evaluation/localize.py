@@ -92,7 +92,7 @@ def top_classes(scores: jax.Array, k: int) -> jax.Array:
 
 
 def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, reduce: str = "max",
-                   num_guesses: int = MAX_GUESSES, score: str = "paper"
+                   num_guesses: int = MAX_GUESSES, score: str = "paper", average: str = "pair"
                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """SPEC A5's combination of one image's scales into ranked (class, box) guesses (module docstring).
 
@@ -102,6 +102,7 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
     reduce: how a scale's positions give one score per class ('max', the paper's, or 'mean').
     num_guesses: G.
     score: the merge's match_score, "paper" or "overlap" (`ops.merge`).
+    average: how the merge averages two boxes, "pair" or "weighted" (`ops.merge`).
   Returns:
     (classes int32 [G], boxes float32 [G, 4], scores float32 [G] the merged confidence, valid bool
     [G]), best first. Candidate classes are the union of the scales' top-k (at most top_k * S,
@@ -130,7 +131,7 @@ def merged_guesses(scales: list[ScaleBoxes], *, top_k: int, threshold: float, re
       valid.append(s.valid & keep[c])
     merged, confidence, merged_valid = greedy_merge(
         jnp.concatenate(boxes), jnp.concatenate(scores), jnp.concatenate(valid), threshold,
-        score=match_score)
+        score=match_score, average=average)
     return best_box(merged, confidence, merged_valid)
 
   boxes, confidence = jax.vmap(one_class)(classes)  # [C, 4], [C] (-inf: no box)

@@ -24,6 +24,13 @@ boxes that do not overlap: what detection needs, where two boxes left for one ob
 positive (measured in the README, "Detection (OverFeat)"). Everything else (greedy, the lowest
 pair first, averaging, summed confidences) is as above.
 
+The alternative `average="weighted"`: box_merge(b1, b2) = (c1 b1 + c2 b2) / (c1 + c2), where c1, c2
+are the two boxes' confidences (the plain average where both are 0). Since a merged box's confidence
+is the sum of its windows' scores, a merged box is then the score-weighted mean of all the window
+boxes that went into it, whatever the order of the merges, instead of an average of averages in
+which the box merged last weighs 1/2 (measured in the README, "Detection (OverFeat)": with the
+paper's average an outlying window that joins a cluster late drags the merged box halfway to it).
+
 Ties: among pairs with the same (float32) score, the one with the lowest (first index, second
 index) goes first. The merged box takes the lower of the two slots, so a merged box's slot is the
 lowest input index among the boxes it contains. The output lists the surviving boxes sorted by
@@ -84,6 +91,10 @@ _EMPTY = np.iinfo(np.int32).max
 # The match scores `greedy_merge` can use (module docstring).
 PAPER_SCORE, OVERLAP_SCORE = "paper", "overlap"
 MATCH_SCORES = (PAPER_SCORE, OVERLAP_SCORE)
+# How `greedy_merge` averages the two boxes it merges (module docstring): the paper's plain mean of
+# the pair, or the mean weighted by their confidences.
+PAIR_AVERAGE, WEIGHTED_AVERAGE = "pair", "weighted"
+MERGE_AVERAGES = (PAIR_AVERAGE, WEIGHTED_AVERAGE)
 # Candidate partners each box keeps (the default of greedy_merge's `candidates`; see the docstring).
 DEFAULT_CANDIDATES = 2
 
@@ -212,14 +223,26 @@ def _settle(boxes: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
   return jax.lax.while_loop(cond, body, (table, k))
 
 
+def _merged_box(box1: jax.Array, conf1: jax.Array, box2: jax.Array, conf2: jax.Array,
+                average: str) -> jax.Array:
+  """box_merge of two [4] boxes with confidences [] (module docstring): the pair's mean, or with
+  WEIGHTED_AVERAGE their confidence-weighted mean (the plain mean when both confidences are 0)."""
+  plain = (box1 + box2) * 0.5
+  if average == PAIR_AVERAGE:
+    return plain
+  total = conf1 + conf2
+  weighted = (box1 * conf1 + box2 * conf2) / jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, weighted, plain)
+
+
 def _merge_step(boxes: jax.Array, conf: jax.Array, alive: jax.Array, table: _Table, k: jax.Array,
-                m: int, score: str = PAPER_SCORE
+                m: int, score: str = PAPER_SCORE, average: str = PAIR_AVERAGE
                 ) -> tuple[jax.Array, jax.Array, jax.Array, _Table, jax.Array]:
   """Merges exact row k with its best partner into the lower slot and updates every row's list.
   Returns (boxes, conf, alive, table, front row)."""
   index = jnp.arange(boxes.shape[0], dtype=jnp.int32)
   lo, hi = jnp.minimum(k, table.row_arg[k]), jnp.maximum(k, table.row_arg[k])
-  new_box = (boxes[lo] + boxes[hi]) * 0.5
+  new_box = _merged_box(boxes[lo], conf[lo], boxes[hi], conf[hi], average)
   boxes = boxes.at[lo].set(new_box)
   conf = conf.at[lo].set(conf[lo] + conf[hi])
   alive = alive.at[hi].set(False)
@@ -251,9 +274,10 @@ def _merge_step(boxes: jax.Array, conf: jax.Array, alive: jax.Array, table: _Tab
           _front(row_min))
 
 
-@functools.partial(jax.jit, static_argnames=("candidates", "score"))
+@functools.partial(jax.jit, static_argnames=("candidates", "score", "average"))
 def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, threshold: jax.Array, *,
-                  candidates: int, score: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+                  candidates: int, score: str, average: str
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """greedy_merge on float32 [N, 4], float32 [N], bool [N] and a float32 [] threshold."""
   m = candidates
   table = _init_table(boxes, valid, m, score)
@@ -264,7 +288,7 @@ def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, thresho
     return (table.row_min[k] <= threshold) & (table.row_min[k] < jnp.inf)
 
   def body(state):
-    boxes, conf, alive, table, k = _merge_step(*state, m, score)
+    boxes, conf, alive, table, k = _merge_step(*state, m, score, average)
     return (boxes, conf, alive) + _settle(boxes, alive, table, k, threshold, m, score)
 
   state = (boxes, scores, valid) + _settle(boxes, valid, table, _front(table.row_min), threshold, m,
@@ -279,7 +303,8 @@ def _greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array, thresho
 
 def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
                  threshold: float | jax.Array, *, candidates: int = DEFAULT_CANDIDATES,
-                 score: str = PAPER_SCORE) -> tuple[jax.Array, jax.Array, jax.Array]:
+                 score: str = PAPER_SCORE, average: str = PAIR_AVERAGE
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """OverFeat's greedy merge of boxes (SPEC A5 (d)); see the module docstring for the definitions.
 
   Args:
@@ -294,6 +319,8 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
       same result).
     score: PAPER_SCORE ("paper", SPEC A5's literal match_score) or OVERLAP_SCORE ("overlap",
       1 - IoU), the module docstring's two.
+    average: PAIR_AVERAGE ("pair", SPEC A5's mean of the two boxes) or WEIGHTED_AVERAGE
+      ("weighted", their mean weighted by their confidences), the module docstring's two.
   Returns:
     merged_boxes float32 [N, 4]: the merged boxes sorted by confidence, descending (ties: the box
       holding the lower input index first), then zero rows;
@@ -305,6 +332,8 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
     raise ValueError(f"greedy_merge: candidates must be an int >= 1, got {candidates!r}")
   if score not in MATCH_SCORES:
     raise ValueError(f"greedy_merge: score must be one of {MATCH_SCORES}, got {score!r}")
+  if average not in MERGE_AVERAGES:
+    raise ValueError(f"greedy_merge: average must be one of {MERGE_AVERAGES}, got {average!r}")
   if isinstance(threshold, (int, float)) and math.isnan(threshold):
     raise ValueError("greedy_merge: threshold is NaN")
   boxes, scores, valid = jnp.asarray(boxes), jnp.asarray(scores), jnp.asarray(valid)
@@ -316,7 +345,8 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
   if boxes.shape[0] == 0:
     return jnp.zeros((0, 4), jnp.float32), jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool)
   return _greedy_merge(boxes.astype(jnp.float32), scores.astype(jnp.float32), valid.astype(bool),
-                       _threshold_below(threshold), candidates=candidates, score=score)
+                       _threshold_below(threshold), candidates=candidates, score=score,
+                       average=average)
 
 
 def best_box(merged_boxes: jax.Array, confidence: jax.Array,
