@@ -212,6 +212,8 @@ def base_config() -> ml_collections.ConfigDict:
   # After the per-class merge, a merged box is dropped when its IoU with a more confident merged box
   # of its class is > this (1.0: none is, the paper's). The merge averages only boxes that overlap
   # by more than 1 - eval.merge_threshold, so a digit can keep two clusters; this keeps the better.
+  # (With the "overlap" score no two merged boxes keep an IoU >= 1 - merge_threshold: at or above
+  # that IoU this drops nothing.)
   c.detection.merged_nms_iou = 1.0
   c.detection.max_detections = 100  # Merged boxes kept per image (the highest confidences; COCO's 100).
   # Faster R-CNN (config.task = "faster_rcnn", SPEC Part B; models/faster_rcnn.py). The backbone's
