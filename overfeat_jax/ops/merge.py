@@ -320,7 +320,8 @@ def greedy_merge(boxes: jax.Array, scores: jax.Array, valid: jax.Array,
     score: PAPER_SCORE ("paper", SPEC A5's literal match_score) or OVERLAP_SCORE ("overlap",
       1 - IoU), the module docstring's two.
     average: PAIR_AVERAGE ("pair", SPEC A5's mean of the two boxes) or WEIGHTED_AVERAGE
-      ("weighted", their mean weighted by their confidences), the module docstring's two.
+      ("weighted", their mean weighted by their confidences, which are then weights: scores >= 0,
+      as classifier probabilities are), the module docstring's two.
   Returns:
     merged_boxes float32 [N, 4]: the merged boxes sorted by confidence, descending (ties: the box
       holding the lower input index first), then zero rows;
