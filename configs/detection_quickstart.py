@@ -55,8 +55,8 @@ def get_config():
   # The 64 most probable windows per class and image enter its merge (base: 256). More make more
   # duplicates of each digit, and a cluster of weak windows sums to a high confidence (with the
   # paper's pair average, on the first 320 test images: AP@0.5 31.6% with 256, 38.5% with 64, 38.8%
-  # with 32); with the weighted average below 64 did best (32: -1.1, 96: +0.3 points; README,
-  # "Detection (OverFeat)").
+  # with 32); with the weighted average below, 32 gave 1.1 points less than 64 and 96 only 0.3
+  # more, for a larger merge (README, "Detection (OverFeat)").
   config.detection.max_boxes_per_class = 64
   # Only the new layers train, from the classifier's FC layers and zeros: 0.02 rather than 0.01
   # (main job, seeds 0 / 1: AP@0.5 59.9% / 58.7% -> 61.6% / 61.9%).
