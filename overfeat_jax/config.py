@@ -175,7 +175,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.localization.min_coverage = 0.5
 
   # Detection (config.task = "detection", SPEC A6; overfeat_jax/tasks/detection.py): the classifier
-  # with a background class (K + 1 outputs) and an SCR box regressor, trained on whole images.
+  # with a background class (K + 1 outputs) and a box regressor (SCR or PCR), trained on whole images.
   c.detection = ml_collections.ConfigDict()
   # The classification run whose newest checkpoint gives the (frozen) feature extractor and the
   # starting classifier layers; its model must be config.model and config.dataset's K classes.
@@ -202,6 +202,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.detection.hard_negatives = 16
   c.detection.random_negatives = 16
   c.detection.box_loss_weight = 1.0  # Weight of the regressor's L2 loss beside the cross-entropy.
+  # "scr": one box per window for every class (4 outputs); "pcr": one per digit class (4 x K outputs,
+  # a positive window trains its class's; class c's merge reads class c's boxes).
+  c.detection.regressor = "scr"
   # Test: a window's box enters class c's merge when its probability of c is >= this; of those, at
   # most max_boxes_per_class (the most probable, all scales together) per class and image.
   c.detection.min_window_score = 0.1
@@ -573,6 +576,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.merge_top_k": (_positive, "expected >= 1"),
     "eval.merge_threshold": (_non_negative, "expected >= 0 (inf merges everything)"),
     "localization.regressor": _one_of("scr", "pcr"),
+    "detection.regressor": _one_of("scr", "pcr"),
     "localization.train_scales": (
         lambda v: len(v) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in v),
         "expected a non-empty list of positive integer short sides"),

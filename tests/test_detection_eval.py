@@ -43,14 +43,16 @@ def plain_iou(a, b) -> float:
 
 def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold, score, d,
                          top_class_only=False, merged_nms_iou=1.0, average="pair"):
-  """Module docstring, one class and one box at a time: [(class, box, confidence)], best first."""
+  """Module docstring, one class and one box at a time: [(class, box, confidence)], best first.
+  boxes: [N, 4] (SCR) or [N, K, 4] (PCR: class c's merge takes boxes[:, c])."""
   found = []
   for c in range(probs.shape[1] - 1):
+    class_boxes = boxes if boxes.ndim == 2 else boxes[:, c]
     enters = [i for i in range(len(valid)) if valid[i] and probs[i, c] >= min_score
               and (not top_class_only or int(np.argmax(probs[i, :-1])) == c)]
     order = sorted(enters, key=lambda i: (-probs[i, c], i))
     order = order[:per_class]
-    for box, conf, _ in loop_merge(boxes[order], probs[order, c], np.ones(len(order), bool), threshold,
+    for box, conf, _ in loop_merge(class_boxes[order], probs[order, c], np.ones(len(order), bool), threshold,
                                    score, average):
       found.append((c, box, conf))
   found.sort(key=lambda x: -float(x[2]))  # stable: classes in order on ties
@@ -61,13 +63,15 @@ def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold
   return kept[:d]
 
 
-@pytest.mark.parametrize("score,threshold,top,nms,average", [
-    ("overlap", 0.5, False, 1.0, "pair"), ("paper", 30.0, False, 1.0, "pair"),
-    ("overlap", 0.5, True, 1.0, "pair"), ("overlap", 0.2, False, 0.3, "pair"),
-    ("overlap", 0.5, False, 1.0, "weighted")])
-def test_image_detections_against_reference(score, threshold, top, nms, average):
+@pytest.mark.parametrize("score,threshold,top,nms,average,per_class_boxes", [
+    ("overlap", 0.5, False, 1.0, "pair", False), ("paper", 30.0, False, 1.0, "pair", False),
+    ("overlap", 0.5, True, 1.0, "pair", False), ("overlap", 0.2, False, 0.3, "pair", False),
+    ("overlap", 0.5, False, 1.0, "weighted", False), ("overlap", 0.5, False, 1.0, "weighted", True)])
+def test_image_detections_against_reference(score, threshold, top, nms, average, per_class_boxes):
   rng = np.random.default_rng(3)
   probs, valid, boxes = random_windows(rng, 60, 4)
+  if per_class_boxes:  # PCR: each class its own box per window, here the shared one shifted by 7c px
+    boxes = boxes[:, None, :] + 7.0 * np.arange(4, dtype=F32)[None, :, None]
   got = jax.tree.map(np.asarray, evaluator.image_detections(
       jnp.asarray(probs), jnp.asarray(valid), jnp.asarray(boxes), background=4, min_window_score=0.15,
       max_boxes_per_class=12, threshold=threshold, score=score, max_detections=10, top_class_only=top,

@@ -116,6 +116,31 @@ def test_with_background_adds_a_zero_class():
   assert float(jnp.abs(grown["classifier"][last]["kernel"][..., :-1] - 1).sum()) == 0
 
 
+def test_pcr_loss_trains_only_the_positives_classes():
+  # Image 0 holds one "2" and image 1 one "5" (40 px, inside every 58-px window of a 64-px image):
+  # the per-class regressor's output layer gets gradient in those classes' 4 columns only, and an
+  # SCR has one set of 4 columns that all positives train.
+  config = tiny_detection_config("/unused", "/unused")
+  config.detection.regressor = "pcr"
+  model = task.model_from_config(config)
+  k = config.dataset.num_classes
+  leaves, tree = jax.tree.flatten(task.params_template(model))
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  params = jax.tree.unflatten(tree, [0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
+                                     for key, leaf in zip(keys, leaves)])
+  assert params["regressor"]["edges"]["kernel"].shape[-1] == 4 * k  # no box for the background
+  batch = {"image": jax.random.normal(jax.random.key(1), (2, 64, 64, 3)),
+           "size": jnp.full((2, 2), 64, jnp.int32),
+           "boxes": jnp.asarray([[[12.0, 12.0, 52.0, 52.0]], [[12.0, 12.0, 52.0, 52.0]]]),
+           "box_labels": jnp.asarray([[2], [5]], jnp.int32), "box_valid": jnp.ones((2, 1), bool)}
+  loss_fn = task.detection_loss_fn(model, train_scales=(64,), min_size=64, det_cfg=config.detection)
+  grads, aux = jax.grad(loss_fn, has_aux=True)(params, batch, jax.random.key(2))
+  assert float(aux["positives"]) > 0 and float(aux["box_loss"]) > 0
+  columns = np.abs(np.asarray(grads["regressor"]["edges"]["kernel"])).reshape(-1, k, 4).sum(axis=(0, 2))
+  assert columns[2] > 0 and columns[5] > 0
+  assert not np.delete(columns, [2, 5]).any()
+
+
 def test_training_freezes_the_extractor(tmp_path, digits_detection_data_dir):
   classifier_dir = str(tmp_path / "classifier")
   config = tiny_detection_config(digits_detection_data_dir, classifier_dir)

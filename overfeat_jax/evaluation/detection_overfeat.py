@@ -4,11 +4,13 @@ Per eval batch (`data.detection.detection_eval_loader`: whole images, short side
 padded into their bucket's canvas), one jitted function:
   for each scale of config.detection.test_scales (short sides): the batch resized on device by
     scale / input.min_size; the fine grid (`models.dense_grid`, every pooling offset) with the
-    K + 1 class logits and the regressor's box at every position; softmax;
+    K + 1 class logits and the regressor's box at every position (PCR: one per digit class);
+    softmax;
   per image and digit class c (never the background), all scales together: the windows whose
     probability of c is >= detection.min_window_score (with detection.top_class_only, only where c
     is the window's most probable digit) (at most detection.max_boxes_per_class, the most
-    probable), each with its regressed box and that probability as its score;
+    probable), each with its regressed box (PCR: its box for class c) and that probability as its
+    score;
   `ops.merge.greedy_merge` of those boxes with eval.merge_score, eval.merge_threshold and
     eval.merge_average: every merged box, with the summed scores of the windows that went into it,
     is a detection;
@@ -54,14 +56,16 @@ PICTURE_MIN_SCORE = 0.5  # pictures show detections of at least this confidence 
 def scale_outputs(model: task.DetectionModel, params: Any, images: jax.Array, image_hw: jax.Array, *,
                   scale: int, min_size: int) -> tuple[jax.Array, jax.Array, jax.Array, dense_grid.DenseGrid]:
   """One test scale of a batch [B, Hb, Wb, 3] (images of sizes image_hw [B, 2] at short side
-  min_size): (probs [B, N, K + 1], valid [B, N], boxes [B, N, 4] regressed, batch pixels; the grid)."""
+  min_size): (probs [B, N, K + 1], valid [B, N], boxes regressed in batch pixels, [B, N, 4] (SCR) or
+  [B, N, K, 4] (PCR: one per digit class); the grid)."""
   scaled, hw = scaled_batch(images, image_hw, scale / min_size)
   grid = dense_grid.dense_grid(
       model.overfeat, {"params": params[task.OVERFEAT]}, scaled, image_hw=hw, original_hw=image_hw,
       regressor=lambda pooled: model.regressor.apply({"params": params[task.REGRESSOR]}, pooled))
   b = images.shape[0]
   probs = jax.nn.softmax(grid.logits.astype(jnp.float32), -1).reshape(b, -1, grid.logits.shape[-1])
-  boxes = dense_grid.regressed_boxes(grid)[..., 0, :].reshape(b, -1, 4)  # SCR: one box per window
+  boxes = dense_grid.regressed_boxes(grid)  # [B, H', W', 1 or K, 4]
+  boxes = boxes.reshape((b, -1, 4) if boxes.shape[-2] == 1 else (b, -1) + boxes.shape[-2:])
   return probs, grid.valid.reshape(b, -1), boxes, grid
 
 
@@ -72,7 +76,8 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
   """One image's detections from its windows of every scale (module docstring).
 
   Args:
-    probs: [N, K + 1] softmax (class `background` = K); valid: bool [N]; boxes: [N, 4].
+    probs: [N, K + 1] softmax (class `background` = K); valid: bool [N]; boxes: [N, 4] (one box per
+      window, SCR) or [N, K, 4] (one per window and digit class, PCR).
     min_window_score, max_boxes_per_class: which windows enter a class's merge.
     top_class_only: a window enters only the merge of its most probable digit class.
     threshold, score, average: the greedy merge's (`ops.merge.greedy_merge`).
@@ -91,7 +96,8 @@ def image_detections(probs: jax.Array, valid: jax.Array, boxes: jax.Array, *, ba
     enters = valid & (p >= min_window_score) & ((best == c) | (not top_class_only))
     keyed = jnp.where(enters, p, -jnp.inf)
     top, index = jax.lax.top_k(keyed, per_class)  # the most probable windows first
-    return greedy_merge(boxes[index], p[index], jnp.isfinite(top), threshold, score=score,
+    class_boxes = boxes if boxes.ndim == 2 else boxes[:, c]  # [N, 4]
+    return greedy_merge(class_boxes[index], p[index], jnp.isfinite(top), threshold, score=score,
                         average=average)
 
   merged, confidence, merged_valid = jax.vmap(one_class)(jnp.arange(background))  # [K, C, ...]
@@ -170,7 +176,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool =
   extra = {"task": "detection", "checkpoint_step": int(step), "dataset": config.dataset.name,
            "split": config.dataset.eval_split, "merge_score": config.eval.merge_score,
            "merge_threshold": float(config.eval.merge_threshold),
-           "merge_average": config.eval.merge_average,
+           "merge_average": config.eval.merge_average, "regressor": config.detection.regressor,
            "test_scales": [int(s) for s in config.detection.test_scales]}
   evaluator = DetectionEvaluator(names)
   writer = workdir if jax.process_index() == 0 else None

@@ -3,8 +3,10 @@
 It starts from a classification run (config.detection.classifier_workdir): that run's newest
 checkpoint gives the feature extractor, which stays frozen, and the classifier's layers, whose class
 layer gains one output, BACKGROUND = K (the digits keep classes 0..K-1; the new output starts at zero).
-Beside it a box regressor (`models.heads.BoxRegressor`, SCR: one box per window, the variant the paper
-found better) starts from scratch. The parameters are {'overfeat': the K + 1 class OverFeat's,
+Beside it a box regressor (`models.heads.BoxRegressor`) starts from scratch: detection.regressor
+"scr" (one box per window, the variant the paper found better on ImageNet) or "pcr" (one box per digit
+class and window, 4K outputs; a positive window trains only its class's 4, and evaluation reads class
+c's box for class c's merge). The parameters are {'overfeat': the K + 1 class OverFeat's,
 'regressor': ...}; the classifier's FC layers and the regressor train together in one loss (joint:
 one pass of the frozen features feeds both heads), the extractor is frozen (`trainable`, and the loss
 stops its gradients): on 2 CPU cores a backward pass through the convolutions would cost most of the
@@ -33,7 +35,8 @@ padded into the bucket's canvas; boxes in those pixels), at each scale of config
   the other background windows; masks mark the slots that found a window;
   loss = softmax cross-entropy over all positive windows and the selected negatives (mean over them)
        + detection.box_loss_weight * the L2 loss of the regressor on the positive windows (their box's
-         edges relative to the window, `ops.edges.encode_edges`; mean over them).
+         edges relative to the window, `ops.edges.encode_edges`; PCR: the outputs of the window's
+         class; mean over them).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from overfeat_jax import checkpoint_io
 from overfeat_jax.data import detection
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models import dense_grid
-from overfeat_jax.models.heads import SINGLE_CLASS, BoxRegressor, build_regressor
+from overfeat_jax.models.heads import BoxRegressor, build_regressor, class_edges
 from overfeat_jax.models.overfeat import OverFeat, build_model, fc_names
 from overfeat_jax.ops import pooling
 from overfeat_jax.ops.edges import box_coverage, encode_edges
@@ -66,7 +69,8 @@ IGNORE = -1  # window label: neither a positive nor a background window (no loss
 
 @dataclasses.dataclass(frozen=True)
 class DetectionModel:
-  """The K + 1 class OverFeat (class K = background) and the SCR box regressor on its pooled map."""
+  """The K + 1 class OverFeat (class K = background) and the box regressor on its pooled map (SCR: 4
+  outputs; PCR: 4 for each of the K digit classes, none for the background)."""
   overfeat: OverFeat
   regressor: BoxRegressor
 
@@ -77,21 +81,23 @@ class DetectionModel:
 
 
 def model_from_config(config: ml_collections.ConfigDict) -> DetectionModel:
-  """config.model with config.dataset.num_classes + 1 outputs, and an SCR regressor."""
+  """config.model with config.dataset.num_classes + 1 outputs, and config.detection.regressor's
+  regressor (a PCR has outputs for the K digit classes only)."""
   overfeat = build_model(config.model, config.dataset.num_classes + 1)
   return DetectionModel(overfeat=overfeat, regressor=build_regressor(
-      config.model, overfeat.arch, overfeat.num_classes, SINGLE_CLASS))
+      config.model, overfeat.arch, config.dataset.num_classes, config.detection.regressor))
 
 
 def model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What a resumed run must match: the classifier's signature, with the background class."""
-  return {**classification.model_signature(config), "background": True, "regressor": SINGLE_CLASS}
+  return {**classification.model_signature(config), "background": True,
+          "regressor": config.detection.regressor}
 
 
 def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What evaluation must match: the parameters' shapes."""
   return {**classification.architecture_signature(config), "background": True,
-          "regressor": SINGLE_CLASS}
+          "regressor": config.detection.regressor}
 
 
 # init_regressor and params_template are localization's: the same {'overfeat', 'regressor'} pair.
@@ -271,7 +277,9 @@ def detection_loss_fn(model: DetectionModel, *, train_scales: tuple[int, ...], m
       correct += jnp.sum(selected * (jnp.argmax(logits, -1) == safe))
       count += jnp.sum(selected)
       weight = positive.astype(jnp.float32)[..., None]
-      squared += jnp.sum(weight * (edges.reshape(b, -1, 4) - targets.reshape(b, -1, 4)) ** 2)
+      # PCR: the positive's class's 4 outputs (a digit; other windows have no weight)
+      edges = class_edges(edges.reshape(b, -1, edges.shape[-1]), jnp.where(positive, labels, 0))
+      squared += jnp.sum(weight * (edges - targets.reshape(b, -1, 4)) ** 2)
       positives += jnp.sum(positive)
       negatives += jnp.sum(hard | random)
     class_loss = ce / jnp.maximum(count, 1.0)
