@@ -169,3 +169,29 @@ def test_bad_inputs(trained, tmp_path):
   small.detection.test_scales = (40,)
   with pytest.raises(InputSizeError, match="detection.test_scales"):
     evaluation.run(small, workdir, verbose=False)
+  pcr = config.copy_and_resolve_references()
+  pcr.detection.regressor = "pcr"  # the run was trained with SCR
+  with pytest.raises(CheckpointError):
+    evaluation.run(pcr, workdir, verbose=False)
+
+
+def test_pcr_scale_outputs_give_each_class_its_box():
+  # scale_outputs' [B, N, K, 4] boxes: class c's is the box dense_grid decodes for class c.
+  config = tiny_detection_config("/unused", "/unused")
+  config.detection.regressor = "pcr"
+  model = task.model_from_config(config)
+  leaves, tree = jax.tree.flatten(task.params_template(model))
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  params = jax.tree.unflatten(tree, [0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
+                                     for key, leaf in zip(keys, leaves)])
+  images = jax.random.normal(jax.random.key(1), (2, 64, 80, 3))
+  hw = jnp.asarray([[64, 80], [64, 70]], jnp.int32)
+  probs, valid, boxes, grid = evaluator.scale_outputs(model, params, images, hw, scale=72, min_size=64)
+  k = config.dataset.num_classes
+  n = grid.valid.shape[1] * grid.valid.shape[2]
+  assert probs.shape == (2, n, k + 1) and valid.shape == (2, n) and boxes.shape == (2, n, k, 4)
+  from overfeat_jax.models import dense_grid
+  for c in (0, 3, k - 1):
+    want = dense_grid.regressed_boxes(grid, jnp.full(grid.valid.shape, c, jnp.int32)).reshape(2, n, 4)
+    np.testing.assert_allclose(np.asarray(boxes[:, :, c]), np.asarray(want), rtol=1e-6)
+  assert not np.allclose(np.asarray(boxes[:, :, 0]), np.asarray(boxes[:, :, 3]))
