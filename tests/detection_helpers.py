@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 
 from overfeat_jax.config import base_config
@@ -40,3 +41,12 @@ def tiny_detection_config(data_dir: str, classifier_workdir: str, *,
   config.detection.max_boxes_per_class = 32
   config.detection.max_detections = 20
   return config
+
+
+def random_params(template, seed: int = 0, scale: float = 0.05):
+  """Parameters of `template`'s shapes (a task's params_template), drawn N(0, scale^2): a model whose
+  every layer passes signal, for tests of shapes and gradients."""
+  leaves, tree = jax.tree.flatten(template)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [scale * jax.random.normal(key, leaf.shape, leaf.dtype)
+                                   for key, leaf in zip(keys, leaves)])

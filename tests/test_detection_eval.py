@@ -19,7 +19,7 @@ from overfeat_jax.models.overfeat import fc_names
 from overfeat_jax.tasks import detection as task
 from overfeat_jax.training import loop
 
-from detection_helpers import tiny_detection_config
+from detection_helpers import random_params, tiny_detection_config
 from localization_helpers import save_classifier
 from test_ops_merge import loop_merge
 
@@ -52,8 +52,8 @@ def reference_detections(probs, valid, boxes, *, min_score, per_class, threshold
               and (not top_class_only or int(np.argmax(probs[i, :-1])) == c)]
     order = sorted(enters, key=lambda i: (-probs[i, c], i))
     order = order[:per_class]
-    for box, conf, _ in loop_merge(class_boxes[order], probs[order, c], np.ones(len(order), bool), threshold,
-                                   score, average):
+    for box, conf, _ in loop_merge(class_boxes[order], probs[order, c], np.ones(len(order), bool),
+                                   threshold, score, average):
       found.append((c, box, conf))
   found.sort(key=lambda x: -float(x[2]))  # stable: classes in order on ties
   kept = []  # greedy, best first: a merged box goes when it overlaps a kept one of its class too much
@@ -180,10 +180,7 @@ def test_pcr_scale_outputs_give_each_class_its_box():
   config = tiny_detection_config("/unused", "/unused")
   config.detection.regressor = "pcr"
   model = task.model_from_config(config)
-  leaves, tree = jax.tree.flatten(task.params_template(model))
-  keys = jax.random.split(jax.random.key(0), len(leaves))
-  params = jax.tree.unflatten(tree, [0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
-                                     for key, leaf in zip(keys, leaves)])
+  params = random_params(task.params_template(model))
   images = jax.random.normal(jax.random.key(1), (2, 64, 80, 3))
   hw = jnp.asarray([[64, 80], [64, 70]], jnp.int32)
   probs, valid, boxes, grid = evaluator.scale_outputs(model, params, images, hw, scale=72, min_size=64)

@@ -16,7 +16,7 @@ from overfeat_jax.models.overfeat import fc_names
 from overfeat_jax.tasks import detection as task
 from overfeat_jax.training import loop
 
-from detection_helpers import tiny_detection_config
+from detection_helpers import random_params, tiny_detection_config
 from localization_helpers import bits, save_classifier
 
 BG = 10
@@ -118,16 +118,12 @@ def test_with_background_adds_a_zero_class():
 
 def test_pcr_loss_trains_only_the_positives_classes():
   # Image 0 holds one "2" and image 1 one "5" (40 px, inside every 58-px window of a 64-px image):
-  # the per-class regressor's output layer gets gradient in those classes' 4 columns only, and an
-  # SCR has one set of 4 columns that all positives train.
+  # the per-class regressor's output layer gets gradient in those classes' 4 columns only.
   config = tiny_detection_config("/unused", "/unused")
   config.detection.regressor = "pcr"
   model = task.model_from_config(config)
   k = config.dataset.num_classes
-  leaves, tree = jax.tree.flatten(task.params_template(model))
-  keys = jax.random.split(jax.random.key(0), len(leaves))
-  params = jax.tree.unflatten(tree, [0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
-                                     for key, leaf in zip(keys, leaves)])
+  params = random_params(task.params_template(model))
   assert params["regressor"]["edges"]["kernel"].shape[-1] == 4 * k  # no box for the background
   batch = {"image": jax.random.normal(jax.random.key(1), (2, 64, 64, 3)),
            "size": jnp.full((2, 2), 64, jnp.int32),
