@@ -556,9 +556,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.weight_decay": (_non_negative, "expected >= 0"),
     "optimizer.warmup_epochs": (_non_negative, "expected >= 0 (0 = no warm-up)"),
     "optimizer.halve_at_epochs": (
-        lambda v: all(isinstance(e, int) and not isinstance(e, bool) and e > 0 for e in v)
+        lambda v: all(isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in v)
         and list(v) == sorted(set(v)),
-        "expected strictly increasing positive integer epochs"),
+        "expected strictly increasing positive epochs (fractions allowed)"),
     "train.num_epochs": (_non_negative, "expected >= 0 (with train.max_steps > 0 when 0)"),
     "train.max_steps": (_non_negative, "expected >= 0 (0 = use num_epochs)"),
     "train.log_every": (_positive, "expected > 0"),

@@ -38,6 +38,18 @@ def test_schedule_with_the_papers_epochs():
   assert float(schedule(8000)) == pytest.approx(5e-2 / 32)
 
 
+def test_fractional_epochs_fall_on_the_nearest_step():
+  # A schedule shorter than one epoch (the detector's 300 steps of a 500-step epoch): halved after
+  # 0.4 and 0.5 epochs = steps 200 and 250; 0.3 and 0.301 of a 10-step epoch both fall on step 3.
+  schedule = optim.learning_rate_schedule(
+      opt_config(learning_rate=0.02, halve_at_epochs=(0.4, 0.5)), 500)
+  expected = {0: 0.02, 199: 0.02, 200: 0.01, 249: 0.01, 250: 0.005, 299: 0.005}
+  for step, lr in expected.items():
+    assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), step
+  same_step = optim.learning_rate_schedule(opt_config(learning_rate=0.8, halve_at_epochs=(0.3, 0.301)), 10)
+  assert [float(same_step(s)) for s in (2, 3)] == pytest.approx([0.8, 0.2])
+
+
 def test_warmup_ramps_linearly_then_the_halving_schedule_applies():
   # 4 steps per epoch, warm-up 1.5 epochs = 6 steps, halved after epoch 2 (step 8).
   schedule = optim.learning_rate_schedule(

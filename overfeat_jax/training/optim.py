@@ -27,14 +27,19 @@ def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, steps_per_epoch: 
 
   `lr(step) = learning_rate * d ** (number of boundaries b with step >= b) * warmup(step)`, where
   d = `optimizer.decay_factor` (0.5: "halved"; Faster R-CNN's 0.1) and
-  the boundaries are `epoch * steps_per_epoch` for each epoch in `optimizer.halve_at_epochs`: "halved
+  the boundaries are `round(epoch * steps_per_epoch)` for each epoch in `optimizer.halve_at_epochs`
+  (fractional epochs allowed, for schedules shorter than an epoch): "halved
   after epoch 30" means the first step of epoch 31 (0-based step `30 * steps_per_epoch`) uses the
   halved rate. `warmup(step) = min(1, (step + 1) / warmup_steps)` with `warmup_steps =
   round(warmup_epochs * steps_per_epoch)` (1 without warm-up). `step` is the number of updates already
   applied (`TrainState.step`); a scalar int array or int.
   """
-  halvings = {int(epoch) * steps_per_epoch: float(opt_cfg.decay_factor)
-              for epoch in opt_cfg.halve_at_epochs}
+  # round(): a fractional epoch (a schedule shorter than one epoch) falls on the nearest step; two
+  # epochs that fall on the same step both count there
+  halvings: dict[int, float] = {}
+  for epoch in opt_cfg.halve_at_epochs:
+    boundary = round(float(epoch) * steps_per_epoch)
+    halvings[boundary] = halvings.get(boundary, 1.0) * float(opt_cfg.decay_factor)
   halving = optax.piecewise_constant_schedule(float(opt_cfg.learning_rate), halvings)
   warmup_steps = round(float(opt_cfg.warmup_epochs) * steps_per_epoch)
   if warmup_steps <= 1:
