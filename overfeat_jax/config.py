@@ -81,7 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.dampening = 0.0
   c.optimizer.weight_decay = 1e-5  # L2 weight decay added to the gradient (paper: 1e-5).
   c.optimizer.warmup_epochs = 0.0  # Linear warm-up of the learning rate from 0 over this many epochs.
-  c.optimizer.halve_at_epochs = (6, 9, 11)  # Halve the learning rate after these epochs (paper: 30,50,60,70,80).
+  # Halve the learning rate after these epochs (paper: 30,50,60,70,80); fractions fall on the nearest
+  # step, for runs shorter than an epoch (the OverFeat detector's quickstart).
+  c.optimizer.halve_at_epochs = (6, 9, 11)
   # The factor applied to the learning rate after each of those epochs: 0.5 halves it (OverFeat,
   # SPEC A3); Faster R-CNN divides it by 10 (SPEC B5: 1e-3 -> 1e-4).
   c.optimizer.decay_factor = 0.5
