@@ -72,6 +72,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.5  # Dropout on the first two fully connected layers (paper: 0.5).
   c.model.init = "he"  # "paper" = N(0, 0.01^2) weights; "he" = variance scaling (small nets learn faster).
   c.model.compute_dtype = "float32"  # "float32" or "bfloat16" (activations; parameters stay float32).
+  # Weight-standardised convolutions (models/overfeat.py, `standardize_kernel`): each conv kernel is
+  # re-centred and re-scaled to He's statistics at every step, with a learned gain per output. Not the
+  # paper's; a small net without normalisation learns far faster with it (README, quickstart). A
+  # localizer, detector or Faster R-CNN backbone started from such a classifier gets the plain
+  # kernels it amounts to (`fold_standardization`).
+  c.model.weight_standardization = False
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 0.02  # Initial learning rate (paper: 5e-2).
@@ -552,6 +558,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.dropout_rate": (_fraction, "expected in [0, 1)"),
     "model.init": _one_of("paper", "he"),
     "model.compute_dtype": _one_of("float32", "bfloat16"),
+    "model.weight_standardization": (lambda v: isinstance(v, bool), "expected True or False"),
     "optimizer.learning_rate": (_positive, "expected > 0"),
     "optimizer.momentum": (_fraction, "expected in [0, 1)"),
     "optimizer.dampening": (_fraction, "expected in [0, 1) (0 = heavy-ball, = momentum for Torch7's default)"),
@@ -725,6 +732,9 @@ def _validate_distributed(config: ml_collections.ConfigDict, require: Callable[.
 def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[..., None]) -> None:
   """The Faster R-CNN rules between keys."""
   f = config.faster_rcnn
+  require(not config.model.weight_standardization, "model.weight_standardization",
+          "Faster R-CNN's backbones are plain convolutions; a weight-standardised classifier's "
+          "kernels are folded into plain ones when faster_rcnn.backbone_weights loads them")
   require(f.rpn_neg_iou <= f.rpn_pos_iou, "faster_rcnn.rpn_neg_iou",
           f"must be <= faster_rcnn.rpn_pos_iou={f.rpn_pos_iou}")
   require(f.shared_features or f.training != "alternating", "faster_rcnn.shared_features",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -30,6 +30,7 @@ from overfeat_jax.errors import ConfigError, InputSizeError
 from overfeat_jax.ops import pooling
 
 NO_POOL = 0  # ConvLayer.pool value for a layer without max pooling.
+GAIN = "gain"  # The per-output gain parameter of a weight-standardised layer (`StandardizedConv`).
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -288,11 +289,76 @@ def weight_initializer(init: str) -> nn.initializers.Initializer:
           "he": nn.initializers.variance_scaling(2.0, "fan_in", "normal")}[init]
 
 
+def standardize_kernel(kernel: jax.Array, gain: jax.Array) -> jax.Array:
+  """Scaled weight standardisation: the kernel a standardised layer computes with.
+
+  Each output's fan-in weights are shifted to mean 0 and scaled to variance 2 / fan_in (He's, for a
+  ReLU), then multiplied by that output's learned gain, so every layer keeps the statistics of its
+  initialisation throughout training whatever its weights drift to (Qiao et al. 2019, "Weight
+  Standardization"; the 2 / fan_in scale as in Brock et al. 2021's normaliser-free nets).
+  Args:
+    kernel: [..., F] float32 (a conv's [k, k, C, F]); fan_in = the product of the leading axes.
+    gain: [F] float32.
+  Returns:
+    [..., F] float32, the same shape.
+  """
+  fan_in = int(np.prod(kernel.shape[:-1]))
+  axes = tuple(range(kernel.ndim - 1))
+  mean = jnp.mean(kernel, axis=axes, keepdims=True)
+  variance = jnp.var(kernel, axis=axes, keepdims=True)
+  # The epsilon keeps an all-equal fan-in (variance 0) finite: it maps to zeros.
+  return (kernel - mean) * jax.lax.rsqrt(variance * (fan_in / 2.0) + 1e-10) * gain
+
+
+def fold_standardization(params: Any) -> Any:
+  """A weight-standardised network's parameters -> the plain network's that compute the same function.
+
+  Every layer {'kernel', 'bias', 'gain'} becomes {'kernel': standardize_kernel(kernel, gain), 'bias'}
+  (the layout of `nn.Conv` / `FullyConnectedConv` without standardisation); other leaves are kept.
+  Any subtree works: a whole OverFeat's parameters or its 'extractor' alone.
+  """
+  if not isinstance(params, Mapping):
+    return params
+  if GAIN in params:
+    return {"kernel": standardize_kernel(params["kernel"], params[GAIN]), "bias": params["bias"]}
+  return {name: fold_standardization(value) for name, value in params.items()}
+
+
+class StandardizedConv(nn.Module):
+  """A conv + bias whose kernel is weight-standardised (`standardize_kernel`) at every call.
+
+  Parameters: 'kernel' [k, k, C, F] (He-initialised), 'bias' [F] (zeros), 'gain' [F] (ones).
+  """
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H', W', F] (zero padding `padding`, stride `stride`)."""
+    k, pad = self.kernel_size, self.padding
+    kernel = self.param("kernel", weight_initializer("he"), (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    gain = self.param(GAIN, nn.initializers.ones, (self.features,), jnp.float32)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), standardize_kernel(kernel, gain).astype(self.dtype),
+        (self.stride, self.stride), ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
 class FeatureExtractor(nn.Module):
-  """Layers 1-5 (fast) / 1-6 (accurate) up to the last conv + ReLU, before the last max-pool."""
+  """Layers 1-5 (fast) / 1-6 (accurate) up to the last conv + ReLU, before the last max-pool.
+
+  `standardize`: every conv is a `StandardizedConv` (config model.weight_standardization).
+  """
   arch: Architecture
   weight_init: str = "paper"
   dtype: Any = jnp.float32
+  standardize: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, layer: int | None = None) -> jax.Array:
@@ -306,11 +372,15 @@ class FeatureExtractor(nn.Module):
     count = last + 1 if layer is None else feature_layer(self.arch, layer).index
     for i, conv in enumerate(self.arch.convs[:count]):
       pad = conv.padding
-      x = nn.Conv(conv.features, (conv.kernel, conv.kernel),
-                  strides=(conv.stride, conv.stride),
-                  padding=((pad, pad), (pad, pad)), kernel_init=weight_initializer(self.weight_init),
-                  bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
-                  name=f"conv{i + 1}")(x)
+      if self.standardize:
+        x = StandardizedConv(conv.features, conv.kernel, conv.stride, pad, dtype=self.dtype,
+                             name=f"conv{i + 1}")(x)
+      else:
+        x = nn.Conv(conv.features, (conv.kernel, conv.kernel),
+                    strides=(conv.stride, conv.stride),
+                    padding=((pad, pad), (pad, pad)), kernel_init=weight_initializer(self.weight_init),
+                    bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
+                    name=f"conv{i + 1}")(x)
       x = nn.relu(x)
       # The last pool is left to the caller: plain (coarse) or at every offset (SPEC A4).
       if conv.pool != NO_POOL and i < last:
@@ -389,9 +459,12 @@ class OverFeat(nn.Module):
   # Not called `init`: that name is Module.init.
   weight_init: str = "paper"
   dtype: Any = jnp.float32  # Compute dtype of activations; parameters stay float32.
+  # Weight-standardised convolutions (config model.weight_standardization; `StandardizedConv`).
+  weight_standardization: bool = False
 
   def setup(self):
-    self.extractor = FeatureExtractor(self.arch, weight_init=self.weight_init, dtype=self.dtype)
+    self.extractor = FeatureExtractor(self.arch, weight_init=self.weight_init, dtype=self.dtype,
+                                      standardize=self.weight_standardization)
     self.classifier = Classifier(self.arch, self.num_classes, dropout_rate=self.dropout_rate,
                                  weight_init=self.weight_init, dtype=self.dtype)
 
@@ -453,4 +526,5 @@ def build_model(model_cfg: ml_collections.ConfigDict, num_classes: int) -> OverF
   arch = build_architecture(model_cfg.variant, width=model_cfg.width,
                             stem_kernel=model_cfg.stem_kernel, stem_stride=model_cfg.stem_stride)
   return OverFeat(arch=arch, num_classes=num_classes, dropout_rate=model_cfg.dropout_rate,
-                  weight_init=model_cfg.init, dtype=COMPUTE_DTYPES[model_cfg.compute_dtype])
+                  weight_init=model_cfg.init, dtype=COMPUTE_DTYPES[model_cfg.compute_dtype],
+                  weight_standardization=model_cfg.weight_standardization)

@@ -36,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 from overfeat_jax import checkpoint_io
 from overfeat_jax.errors import CheckpointError, ConfigError, reason
 from overfeat_jax.models.backbones import Backbone, Stage, build_backbone
+from overfeat_jax.models.overfeat import GAIN, fold_standardization
 
 # ImageNet statistics torchvision's weights were trained with, for [0, 1] RGB pixels.
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -141,8 +142,8 @@ def load_classifier_extractor(workdir: str, backbone: Backbone, *,
       classifier trained with config.model.variant "fast", width 0.125, stem 3 / 1.
     step: this step only (no fall-back); None = the newest intact one.
   Returns:
-    (params, step): {'conv1': {'kernel', 'bias'}, ...} jax arrays for `backbone.module()`, and the
-    checkpoint's step.
+    (params, step): {'conv1': {'kernel', 'bias'}, ...} jax arrays for `backbone.module()` (a
+    weight-standardised classifier's kernels folded: `fold_standardization`), and the checkpoint's step.
   Raises:
     CheckpointError: no (intact) checkpoint, one without an OverFeat feature extractor, or one whose
       extractor has other layers or shapes than the backbone (one line naming the first few).
@@ -152,6 +153,8 @@ def load_classifier_extractor(workdir: str, backbone: Backbone, *,
   saved = signature.get("param_shapes", {})
   prefix = f"{EXTRACTOR}/"
   extractor = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+  # A weight-standardised classifier's gains fold into its kernels (below): compare the rest.
+  extractor = {k: v for k, v in extractor.items() if not k.endswith(f"/{GAIN}")}
   if not extractor:
     tops = sorted({k.split("/")[0] for k in saved})
     raise CheckpointError(f"checkpoint in {directory} holds no OverFeat feature extractor (its "
@@ -168,4 +171,4 @@ def load_classifier_extractor(workdir: str, backbone: Backbone, *,
   template = traverse_util.unflatten_dict(
       {tuple(k.split("/")): jax.ShapeDtypeStruct(tuple(v), jnp.float32) for k, v in saved.items()})
   params, restored_step = checkpoint_io.restore_params(workdir, template, step=step)
-  return params[EXTRACTOR], restored_step
+  return fold_standardization(params[EXTRACTOR]), restored_step

@@ -15,7 +15,7 @@ import ml_collections
 from overfeat_jax import checkpoint_io
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import CheckpointError, ConfigError
-from overfeat_jax.models.overfeat import OverFeat, build_model
+from overfeat_jax.models.overfeat import OverFeat, build_model, fold_standardization
 from overfeat_jax.tasks.base import Batch, LossFn, Task
 
 # The config.model fields that decide the parameters' shapes (the others: init, dropout, compute dtype).
@@ -31,9 +31,15 @@ def model_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def architecture_signature(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What evaluation must match: the part of `model_signature` that shapes the parameters."""
-  return {"model": {key: config.model[key] for key in ARCHITECTURE_KEYS},
-          "num_classes": config.dataset.num_classes}
+  """What evaluation must match: the part of `model_signature` that shapes the parameters.
+
+  model.weight_standardization (its gains are parameters) is named only when on, so that
+  checkpoints written before the key existed still match a plain config.
+  """
+  model = {key: config.model[key] for key in ARCHITECTURE_KEYS}
+  if config.model.weight_standardization:
+    model["weight_standardization"] = True
+  return {"model": model, "num_classes": config.dataset.num_classes}
 
 
 def model_from_config(config: ml_collections.ConfigDict) -> OverFeat:
@@ -139,7 +145,8 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any
 def restore_named_run(config: ml_collections.ConfigDict, key: str) -> tuple[Any, int]:
   """(params, step) of the classification run whose workdir the config key `key` names (e.g.
   "localization.classifier_workdir": the run a localizer or detector starts from), checked as
-  `restore_params` checks.
+  `restore_params` checks. A run trained with model.weight_standardization gives the plain kernels it
+  amounts to (`fold_standardization`) when the config has it off, as a localizer's or detector's does.
 
   Raises:
     CheckpointError: no checkpoint there, or one of another model (one line naming the key and workdir).
@@ -147,6 +154,26 @@ def restore_named_run(config: ml_collections.ConfigDict, key: str) -> tuple[Any,
   section, name = key.split(".")
   workdir = config[section][name]
   try:
-    return restore_params(config, workdir)
+    standardized = trained_with_standardization(workdir)
+    if config.model.weight_standardization and not standardized:
+      raise CheckpointError("it was trained without model.weight_standardization, which this config "
+                            "sets (a plain kernel has no standardised form)")
+    as_trained = config.copy_and_resolve_references()
+    as_trained.model.weight_standardization = standardized
+    params, step = restore_params(as_trained, workdir)
   except CheckpointError as e:
     raise CheckpointError(f"config.{key}={workdir!r}: {e}") from None
+  if standardized and not config.model.weight_standardization:
+    params = fold_standardization(params)
+  return params, step
+
+
+def trained_with_standardization(workdir: str) -> bool:
+  """Whether the newest checkpoint of a classification run was trained with weight-standardised
+  convolutions (its signature's model.weight_standardization; absent in older runs = no).
+
+  Raises:
+    CheckpointError: no checkpoint there.
+  """
+  signature, _ = checkpoint_io.read_signature(workdir)
+  return bool(signature.get("task", {}).get("model", {}).get("weight_standardization", False))
