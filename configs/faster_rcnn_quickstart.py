@@ -24,8 +24,9 @@ training of RPN + Fast R-CNN) shrunk for 0-5 handwritten digits of 16-64 px in 1
 - tested at short side 176, 1.1x the training size (faster_rcnn.test.size_factor).
 Measured (2 CPU cores shared with other jobs, 2026-11-30): 1,996 steps took 1,033 s of CPU time
 (14:45 wall on the shared machine); test AP@0.5 0.830, AP@[.5:.95] 0.537, VOC07 mAP 0.808 from the
-then quickstart classifier, tested at 160; 0.846, 0.552, 0.823 from the current one (off-object
-crops, 2026-12-01), tested at 160; 0.861, 0.567, 0.833 from the same checkpoint tested at 176.
+then quickstart classifier, tested at 160; 0.846, 0.552, 0.823 from the next one (off-object
+crops, 2026-12-01), tested at 160; 0.861, 0.567, 0.833 from the same checkpoint tested at 176;
+0.884, 0.587, 0.849 at 176 from the weight-standardised classifier (10.0% error, 2026-12-01).
 """
 
 from overfeat_jax.config import base_config
