@@ -124,13 +124,19 @@ def test_default_layer_is_the_models_features_with_its_description(workdir, tmp_
 
 
 def hand_chained(params, image: np.ndarray, n: int) -> np.ndarray:
-  """Quickstart's layers 1..n written out (lax conv, bias, ReLU, floor max-pool by reshaping)."""
+  """Quickstart's layers 1..n written out (lax conv, bias, ReLU, floor max-pool by reshaping); its
+  convolutions are weight-standardised: each output's fan-in to mean 0, variance 2 / fan_in, x gain."""
   arch = classification.model_from_config(quickstart_config()).arch
   x = image[None]
   for i, layer in enumerate(arch.convs[:n]):
     conv = params["extractor"][f"conv{i + 1}"]
+    kernel = np.asarray(conv["kernel"], np.float64)
+    fan_in = kernel[..., 0].size
+    centred = kernel - kernel.mean(axis=(0, 1, 2))
+    kernel = centred / np.sqrt(centred.var(axis=(0, 1, 2)) * fan_in / 2) * np.asarray(conv["gain"])
     p = layer.padding
-    x = jax.lax.conv_general_dilated(x, conv["kernel"], (layer.stride,) * 2, ((p, p), (p, p)),
+    x = jax.lax.conv_general_dilated(x, kernel.astype(np.float32), (layer.stride,) * 2,
+                                     ((p, p), (p, p)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                      precision=jax.lax.Precision.HIGHEST)
     x = np.maximum(np.asarray(x) + np.asarray(conv["bias"]), 0.0)
