@@ -137,10 +137,13 @@ def training_config(config: ml_collections.ConfigDict, training: str, *, steps: 
 
 def row_config(config: ml_collections.ConfigDict, row: Row, *, steps: int,
                examples: int) -> ml_collections.ConfigDict:
-  """The config `row` evaluates with: its training's, then its test overrides. A row with more test
-  proposals than the config evaluates a smaller batch (the RoIs per batch stay about as many)."""
+  """The config `row` evaluates with: its training's, then its test overrides, at one test size
+  (test.size_factor; no test.extra_size_factors). A row with more test proposals than the config
+  evaluates a smaller batch (the RoIs per batch stay about as many)."""
   out = training_config(config, row.training, steps=steps, examples=examples)
   test = out.faster_rcnn.test
+  # The rows compare proposals at one test size, as the paper's table: test.size_factor's alone.
+  test.extra_size_factors, test.box_voting_iou = (), 0.0
   base_post, base_batch = test.post_nms, out.input.eval_batch_size
   for key, value in row.test:
     test[key] = value

@@ -278,6 +278,16 @@ def base_config() -> ml_collections.ConfigDict:
   # factor (1.0: the paper's, test at the training scale). A detector trained at one size often does
   # better tested a little larger: its small objects gain pixels.
   f.test.size_factor = 1.0
+  # More test sizes, as factors of the training sizes like size_factor: evaluate.py and predict also
+  # run the detector on each image resized by the input pipeline to each of them, and merge the
+  # detections of all sizes into one set per image (per-class NMS at test.nms_iou, the best
+  # test.max_detections, then test.box_voting_iou). Small objects gain from a larger size. The recall
+  # table's proposals and the pictures stay size_factor's; export exports size_factor's detector.
+  # Each size runs once (size_factor itself, or a repeat, adds nothing). () = one size (the paper's).
+  f.test.extra_size_factors = ()
+  # With extra sizes: each merged box becomes the score-weighted mean of the same-class boxes of all
+  # sizes that overlap it at IoU >= this (box voting, Gidaris & Komodakis 2015); 0.0 = off.
+  f.test.box_voting_iou = 0.0
   f.test.pre_nms = 6000  # Test proposals before NMS (SPEC B3) ...
   f.test.post_nms = 300  # ... and after it: what the detector sees.
   f.test.proposal_nms_iou = 0.7  # NMS IoU of the test proposals (1.0 = no NMS: SPEC B6's ablation).
@@ -515,6 +525,9 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                            "expected (low, high) with 0 <= low <= high <= 1"),
     "faster_rcnn.detector_lambda": (_non_negative, "expected >= 0"),
     "faster_rcnn.test.size_factor": (_positive, "expected > 0 (1.0 = test at the training sizes)"),
+    "faster_rcnn.test.extra_size_factors": (lambda v: all(x > 0 for x in v),
+                                            "expected factors > 0 (may be empty)"),
+    "faster_rcnn.test.box_voting_iou": (lambda v: 0.0 <= v <= 1.0, "expected in [0, 1] (0 = off)"),
     "faster_rcnn.test.pre_nms": (_positive, "expected > 0"),
     "faster_rcnn.test.post_nms": (_positive, "expected > 0"),
     "faster_rcnn.test.proposal_nms_iou": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1] (1 = no NMS)"),
@@ -749,12 +762,18 @@ def _validate_faster_rcnn(config: ml_collections.ConfigDict, require: Callable[.
           f"torchvision's weights are VGG-16's, not faster_rcnn.backbone={f.backbone!r}'s")
   require(f.backbone_init != "classifier" or f.backbone.startswith("overfeat_"), "faster_rcnn.backbone_init",
           f"a classifier's extractor fits the overfeat_* backbones, not faster_rcnn.backbone={f.backbone!r}")
+  require(f.test.box_voting_iou == 0 or len(f.test.extra_size_factors) > 0,
+          "faster_rcnn.test.box_voting_iou", "box voting merges the detections of several test "
+          "sizes: set faster_rcnn.test.extra_size_factors too (one size's detections are already "
+          "apart after NMS)")
 
 
-def faster_rcnn_test_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
+def faster_rcnn_test_sizes(config: ml_collections.ConfigDict, factor: float | None = None
+                           ) -> tuple[int, int]:
   """(short side, long-side cap) of every evaluation-side view of a Faster R-CNN config's images:
-  input.min_size and input.max_size times faster_rcnn.test.size_factor, rounded."""
-  factor = float(config.faster_rcnn.test.size_factor)
+  input.min_size and input.max_size times faster_rcnn.test.size_factor (or `factor`, e.g. one of
+  test.extra_size_factors), rounded."""
+  factor = float(config.faster_rcnn.test.size_factor if factor is None else factor)
   return (max(1, int(round(config.input.min_size * factor))),
           max(1, int(round(config.input.max_size * factor))))
 

@@ -14,13 +14,16 @@ import pytest
 from safetensors.numpy import save_file
 
 import random_vgg16
+import test_ops_proposals
 from model_helpers import random_variables
 from overfeat_jax import checkpoint_io
 from overfeat_jax.config import faster_rcnn_test_sizes, validate_config
-from overfeat_jax.data import buckets, detection
+from overfeat_jax.data import buckets, detection, pipeline, transforms
+from overfeat_jax.data.registry import get_dataset_spec
 from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.evaluation import faster_rcnn as frcnn_eval
 from overfeat_jax.evaluation import run as evaluation
+from overfeat_jax.evaluation.prediction import Predictor
 from overfeat_jax.models.overfeat import fold_standardization
 from overfeat_jax.tasks import classification
 from overfeat_jax.tasks import faster_rcnn as task
@@ -49,6 +52,7 @@ def tiny_config(data_dir: str, classifier: str = "", **faster_rcnn):
   f.test.picture_proposals = 3
   f.head_hidden = 16
   f.num_rois = 16
+  f.test.extra_size_factors, f.test.box_voting_iou = (), 0.0  # one test size (tests that merge set it)
   for key, value in faster_rcnn.items():
     f[key] = value
   config.train.max_steps = 2
@@ -285,11 +289,19 @@ def test_config_rules_between_keys():
       bad.faster_rcnn[k] = v
     message = one_line(ConfigError, validate_config, bad)
     assert message.startswith(f"config.{key}="), message
-  for key, value in [("proposal_nms_iou", 0.0), ("proposal_nms_iou", 1.5), ("proposal_ranking", "best")]:
+  for key, value, named in [
+      ("proposal_nms_iou", 0.0, "proposal_nms_iou"), ("proposal_nms_iou", 1.5, "proposal_nms_iou"),
+      ("proposal_ranking", "best", "proposal_ranking"), ("box_voting_iou", 1.5, "box_voting_iou"),
+      ("extra_size_factors", (0.8, 0.0), "extra_size_factors"),
+      # box voting merges several sizes' detections: it needs extra sizes
+      ("extra_size_factors", (), "box_voting_iou")]:
     bad = load_config("faster_rcnn_quickstart")
+    bad.faster_rcnn.test.size_factor, bad.faster_rcnn.test.extra_size_factors = 1.1, (0.9,)
+    bad.faster_rcnn.test.box_voting_iou = 0.7
+    validate_config(bad)
     bad.faster_rcnn.test[key] = value
     message = one_line(ConfigError, validate_config, bad)
-    assert message.startswith(f"config.faster_rcnn.test.{key}="), message
+    assert message.startswith(f"config.faster_rcnn.test.{named}="), message
   for name in ("faster_rcnn_vgg16_voc07", "faster_rcnn_zf_voc07", "faster_rcnn_vgg16_coco"):
     validate_config(load_config(name))
 
@@ -311,6 +323,77 @@ def test_evaluation_views_use_the_test_sizes(trained):
   config.faster_rcnn.test.size_factor = 0.0
   message = one_line(ConfigError, validate_config, config)
   assert message.startswith("config.faster_rcnn.test.size_factor=0.0 is invalid: expected > 0")
+
+
+def single_size_detections(config, params, factor: float):
+  """image id -> (batch scale (sy, sx), boxes [D, 4] in its network pixels, scores, classes, valid):
+  one test size's detections, from its own eval loader and jitted predict."""
+  sized = copy.deepcopy(config)
+  sized.faster_rcnn.test.size_factor = factor
+  sized.faster_rcnn.test.extra_size_factors = ()
+  sized.faster_rcnn.test.box_voting_iou = 0.0
+  sized = task.test_input_config(sized)
+  predict = jax.jit(task.make_predict_fn(sized))
+  found = {}
+  for batch in detection.detection_eval_loader(sized):
+    out = jax.device_get(predict(params, batch))
+    for i in np.flatnonzero(batch["valid"]):
+      found[int(batch["image_id"][i])] = (batch["scale"][i], *(np.asarray(out[k])[i] for k in
+                                                                 ("boxes", "scores", "classes", "valid")))
+  return found
+
+
+def test_extra_test_sizes_merge_the_detections_of_each_size(trained):
+  config = copy.deepcopy(trained[0])  # trains at short side 64, long side <= 96
+  config.faster_rcnn.test.score_threshold = 0.0  # many detections, even from an untrained net
+  config.faster_rcnn.test.size_factor = 1.25  # short side 80 ...
+  config.faster_rcnn.test.extra_size_factors = (1.0,)  # ... and 64, each resized by the pipeline
+  config.faster_rcnn.test.box_voting_iou = 0.6
+  validate_config(config)
+  # Each size runs once: size_factor's own and repeats add nothing.
+  assert [c.input.min_size for c in task.extra_test_sizes(config)] == [64]
+  config.faster_rcnn.test.extra_size_factors = (1.0, 1.25, 1.0)
+  assert [c.input.min_size for c in task.extra_test_sizes(config)] == [64]
+  params, step = task.restore_params(config, trained[1])
+  evaluator = frcnn_eval.Evaluator(config)
+  result, filled = evaluator.run(evaluator.params(params), step=step, verbose=False)
+  # The reference: each size on its own; the 64 view's boxes mapped to the 80 view's pixels by hand,
+  # each image's union merged by the per-class loop, then mapped to original pixels.
+  large, small = (single_size_detections(config, params, f) for f in (1.25, 1.0))
+  assert sorted(large) == sorted(small) and len(large) == 16
+  got = {}
+  for d in filled.detections():  # COCO format, original pixels, per image in descending score
+    x, y, w, h = d["bbox"]
+    got.setdefault(d["image_id"], []).append((d["score"], d["category_id"], [x, y, x + w, y + h]))
+  merged_some = False
+  for image_id, (scale, *ours) in large.items():
+    small_scale, *theirs = small[image_id]
+    theirs[0] = theirs[0] * (scale / small_scale)[[1, 0, 1, 0]]
+    union = [np.concatenate(parts) for parts in zip(ours, theirs)]  # boxes, scores, classes, valid
+    boxes, scores, classes = test_ops_proposals.loop_merge(*union, config.faster_rcnn.test.nms_iou,
+                                                           config.faster_rcnn.test.max_detections, 0.6)
+    merged_some |= union[3].sum() > len(scores)
+    found = got.get(image_id, [])
+    assert len(found) == len(scores), image_id
+    np.testing.assert_allclose([f[0] for f in found], scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal([f[1] for f in found], classes)
+    np.testing.assert_allclose(np.array([f[2] for f in found]).reshape(-1, 4),
+                               boxes / scale[[1, 0, 1, 0]], rtol=1e-4, atol=1e-3)
+  assert merged_some
+  # The recall table is the test.size_factor view's alone.
+  single = copy.deepcopy(config)
+  single.faster_rcnn.test.extra_size_factors, single.faster_rcnn.test.box_voting_iou = (), 0.0
+  alone = frcnn_eval.Evaluator(single)
+  assert alone.run(alone.params(params), step=step, verbose=False)[0]["proposals"] == result["proposals"]
+  # predict's Predictor merges the same sizes: the same detections for an image of the split.
+  source = pipeline.load_source(config.dataset, config.dataset.eval_split)
+  spec = get_dataset_spec(config.dataset.name)
+  example = transforms.decode_example(source[0], spec)
+  image_id = int(transforms.image_id(source[0], spec, 0))
+  predicted = Predictor(config, params).predict(example["image"])
+  np.testing.assert_allclose(predicted["scores"], [f[0] for f in got[image_id]], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.array(predicted["boxes"]).reshape(-1, 4),
+                             np.array([f[2] for f in got[image_id]]).reshape(-1, 4), rtol=1e-4, atol=1e-3)
 
 
 def test_random_proposals_are_drawn_per_image_id():

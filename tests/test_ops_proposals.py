@@ -333,3 +333,64 @@ def test_detect_bad_shapes_raise():
     ops.detect(scores, deltas[:, :3], rois, np.ones(60, bool), (10, 10))
   with pytest.raises(ValueError, match="class_scores must be"):
     ops.detect(scores[:, :1], deltas, rois, np.ones(60, bool), (10, 10))
+
+
+# -- merging several runs' detections (testing at several sizes) -----------------------------------
+
+merge = jax.jit(ops.merge_detections, static_argnames=("max_detections", "voting_iou"))
+
+
+def loop_merge(boxes, scores, classes, valid, nms_iou, limit, voting_iou):
+  """Per class: greedy NMS in descending score (ties: lower index), then each kept box's voters (same
+  class, valid, IoU >= voting_iou) averaged with their scores as weights; the `limit` best overall."""
+  found = []
+  for c in sorted(set(classes[valid].tolist())):
+    idx = [i for i in np.flatnonzero(valid & (classes == c))]
+    idx.sort(key=lambda i: (-scores[i], i))
+    for k in greedy_nms([boxes[i] for i in idx], nms_iou):
+      i = idx[k]
+      box = boxes[i].astype(np.float64)
+      if voting_iou > 0:
+        voters = [j for j in np.flatnonzero(valid & (classes == c))
+                  if loop_iou(boxes[i], boxes[j]) >= voting_iou]
+        box = sum(scores[j] * boxes[j].astype(np.float64) for j in voters) / sum(scores[j] for j in voters)
+      found.append((scores[i], i, box, c))
+  found.sort(key=lambda f: (-f[0], f[1]))
+  found = found[:limit]
+  return (np.array([f[2] for f in found]).reshape(-1, 4), np.array([f[0] for f in found]),
+          np.array([f[3] for f in found], np.int32))
+
+
+@pytest.mark.parametrize("nms_iou,limit,voting_iou", [(0.3, 100, 0.0), (0.5, 100, 0.7), (0.3, 8, 0.5)])
+def test_merge_detections_matches_per_class_loop(nms_iou, limit, voting_iou):
+  # Three runs' padded detections of the same image, concatenated: 3 x 20 slots, 4 classes.
+  rng = np.random.default_rng(limit)
+  scores, deltas, rois = random_head_outputs(limit)
+  runs = [detect(scores * np.float32(rng.uniform(0.7, 1.0)), deltas + rng.normal(0, 0.05, deltas.shape)
+                 .astype(np.float32), rois, np.arange(60) < 50 + 5 * r, (140, 170),
+                 max_detections=20) for r in range(3)]
+  boxes, scores, classes, valid = (np.concatenate([np.asarray(x) for x in parts]) for parts in zip(*runs))
+  out = merge(ops.Detections(boxes, scores, classes, valid), nms_iou=nms_iou, max_detections=limit,
+              voting_iou=voting_iou)
+  expected = loop_merge(boxes, scores, classes, valid, nms_iou, limit, voting_iou)
+  check_detections(out, *expected, limit)
+  assert 8 <= len(expected[1]) <= limit and valid.sum() > len(expected[1])  # some merged away
+
+
+def test_merge_detections_hand_computed_case():
+  """Two sizes found the same "0" (IoU 0.9: 0.9 suppresses 0.6; voting averages them 0.9 : 0.6) and
+  a "1" at the same place (another class: kept); a padding slot (score 0.95) is ignored."""
+  boxes = np.array([[0, 0, 20, 20], [50, 50, 60, 60], [99, 99, 99, 99],
+                    [1, 0, 21, 20], [0, 0, 20, 20]], np.float32)
+  scores = np.array([0.9, 0.5, 0.95, 0.6, 0.3], np.float32)
+  classes = np.array([0, 0, 0, 0, 1], np.int32)
+  valid = np.array([True, True, False, True, True])
+  d = ops.Detections(boxes, scores, classes, valid)
+  plain = merge(d, nms_iou=0.3, max_detections=4)
+  check_detections(plain, np.array([[0, 0, 20, 20], [50, 50, 60, 60], [0, 0, 20, 20]]),
+                   np.array([0.9, 0.5, 0.3]), np.array([0, 0, 1]), 4)
+  voted = merge(d, nms_iou=0.3, max_detections=4, voting_iou=0.8)
+  check_detections(voted, np.array([[0.4, 0, 20.4, 20], [50, 50, 60, 60], [0, 0, 20, 20]]),
+                   np.array([0.9, 0.5, 0.3]), np.array([0, 0, 1]), 4)
+  nothing = merge(d._replace(valid=np.zeros(5, bool)), nms_iou=0.3, max_detections=4, voting_iou=0.8)
+  assert not np.any(nothing.valid) and np.all(np.asarray(nothing.boxes) == 0)

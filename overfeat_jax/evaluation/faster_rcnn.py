@@ -11,14 +11,19 @@ the first n proposals are those that post_nms = n would give). The host accumula
     faster_rcnn.test.recall_proposals, the best IoU among the image's top-N proposals; a box is
     recalled at IoU t when that is >= t (the paper's recall-vs-proposals analysis, SPEC B6). N above
     the proposals an image has counts all of them.
-Everything goes to <workdir>/eval/metrics.json ("recall": {"N": {"IoU": recall}}). Pictures
-(config.eval.pictures > 0) come after, in a pass of their own: per image, the ground truth, the top
-faster_rcnn.test.picture_proposals proposals and the detections scoring >= test.picture_score,
-side by side.
+With faster_rcnn.test.extra_size_factors, each of those sizes is a pass of its own first (its own
+loader: the pipeline resizes the images to it; detections only), whose detections are kept per
+image id; the main pass then merges each image's detections of every size
+(`tasks.faster_rcnn.merge_test_sizes`: per-class NMS, box voting) before the evaluator sees them.
+The recall table is the main size's. Everything goes to <workdir>/eval/metrics.json ("recall":
+{"N": {"IoU": recall}}). Pictures (config.eval.pictures > 0) come after, in a pass of their own:
+per image, the ground truth, the top faster_rcnn.test.picture_proposals proposals and the
+detections scoring >= test.picture_score, side by side (the main size's).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -120,18 +125,25 @@ class Evaluator:
   evaluates a parameter set (evaluate.py once, training every train.eval_every steps)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
+    extra_configs = task.extra_test_sizes(config)
     config = task.test_input_config(config)  # images at the test sizes (faster_rcnn.test.size_factor)
     self.config = config
     self.model = task.model_from_config(config)
     self.mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch_divisible(config.input.eval_batch_size, self.mesh, "input.eval_batch_size")
     test = config.faster_rcnn.test
+    shardings = {"in_shardings": (mesh_lib.replicated(self.mesh), mesh_lib.batch_sharded(self.mesh)),
+                 "out_shardings": mesh_lib.batch_sharded(self.mesh)}
     self.predict = jax.jit(
         task.make_predict_fn(config, self.model, num_proposals=max(test.recall_proposals)),
-        in_shardings=(mesh_lib.replicated(self.mesh), mesh_lib.batch_sharded(self.mesh)),
-        out_shardings=mesh_lib.batch_sharded(self.mesh))
-    self.loader = detection.detection_eval_loader(config, process_index=jax.process_index(),
-                                                  process_count=jax.process_count())
+        **shardings)
+    loader = functools.partial(detection.detection_eval_loader, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+    self.loader = loader(config)
+    # More test sizes: the same images resized by the pipeline to each, their detections merged.
+    self.extra_sizes = [(c.input.min_size, loader(c)) for c in extra_configs]
+    self.predict_detections = jax.jit(task.make_predict_fn(config, self.model), **shardings)
+    self.merge = jax.jit(task.merge_test_sizes(config))
     spec = get_dataset_spec(config.dataset.name)
     self.names = class_names(pipeline.load_source(config.dataset, config.dataset.eval_split), spec)
 
@@ -147,9 +159,14 @@ class Evaluator:
     test = self.config.faster_rcnn.test
     evaluator = DetectionEvaluator(self.names)
     recall = RecallAccumulator(test.recall_proposals, test.recall_ious)
-    seen, start = 0, time.time()
+    start = time.time()
+    extra = [self._detections_by_image(params, loader, f"short side {size}: " if verbose else "")
+             for size, loader in self.extra_sizes]
+    seen = 0
     for i, batch in enumerate(self.loader):
       out = _host_local(self.predict(params, mesh_lib.to_global(batch, self.mesh)), self.mesh)
+      if extra:
+        out = {**out, **self._merged(out, batch, extra)}
       evaluator.add(out, batch)
       recall.add(out["proposal_boxes"], out["proposal_valid"], batch)
       seen += int(np.sum(batch["valid"]))
@@ -162,6 +179,38 @@ class Evaluator:
               "split": self.config.dataset.eval_split, "seconds": round(time.time() - start, 1),
               **evaluator.compute(), "proposals": recall.compute()}
     return result, evaluator
+
+  def _detections_by_image(self, params: Any, loader: Any, progress: str
+                           ) -> dict[int, dict[str, np.ndarray]]:
+    """image id -> the detections of one test size (`DETECTION_KEYS`, [D] each; boxes in ORIGINAL
+    pixels); `progress`: a prefix for progress lines, "" for none."""
+    found, seen, start = {}, 0, time.time()
+    for i, batch in enumerate(loader):
+      out = _host_local(self.predict_detections(params, mesh_lib.to_global(batch, self.mesh)),
+                        self.mesh)
+      original = task.rescale_detections(out, batch["scale"], np.ones_like(batch["scale"]))
+      for j in np.flatnonzero(batch["valid"]):
+        found[int(batch["image_id"][j])] = {k: v[j] for k, v in original.items()}
+      seen += int(np.sum(batch["valid"]))
+      if progress and (i == 0 or i % 20 == 0 or i == len(loader) - 1):
+        print(f"eval: {progress}{seen}/{loader.num_examples} images, "
+              f"{seen / max(time.time() - start, 1e-9):.1f} img/s", flush=True)
+    return found
+
+  def _merged(self, out: Mapping[str, Any], batch: Mapping[str, Any],
+              extra: Sequence[Mapping[int, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """The batch's detections (`out`, at test.size_factor) merged with those of the other sizes
+    (`extra`, by image id, original pixels), in the batch's pixels."""
+    parts = [{k: np.asarray(out[k]) for k in task.DETECTION_KEYS}]
+    blank = {k: np.zeros_like(v[0]) for k, v in parts[0].items()}  # no detections
+    ones = np.ones_like(batch["scale"])
+    for found in extra:
+      rows = [found.get(int(image_id), blank) if real else blank
+              for image_id, real in zip(batch["image_id"], batch["valid"])]
+      stacked = {k: np.stack([r[k] for r in rows]) for k in task.DETECTION_KEYS}
+      parts.append(task.rescale_detections(stacked, ones, batch["scale"]))
+    merged = self.merge({k: np.concatenate([p[k] for p in parts], axis=1) for k in task.DETECTION_KEYS})
+    return jax.device_get(merged)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool = True) -> dict:

@@ -161,6 +161,7 @@ class Predictor:
     elif self.task == "faster_rcnn":
       self.model = faster_rcnn_task.model_from_config(config)
       self.config = faster_rcnn_task.test_input_config(config)  # images at the test sizes
+      self._extra_size_configs = faster_rcnn_task.extra_test_sizes(config)
     else:
       tasks.get_task(config)  # the error naming the known tasks
       raise ConfigError(f"no prediction for task {self.task!r}")
@@ -191,9 +192,11 @@ class Predictor:
     bucket = buckets.bucket_index(*image.shape[:2], bounds)
     return bucket, self._normalize(to_canvas.map(({"image": image}, True, bucket)))
 
-  def _detection_batch(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(batch of one as the detection eval loader makes it (normalised), the resized uint8 image)."""
-    inp = self.config.input
+  def _detection_batch(self, image: np.ndarray, config: ml_collections.ConfigDict | None = None
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(batch of one as the detection eval loader makes it (normalised), the resized uint8 image),
+    at `config`'s input sizes (default: this predictor's)."""
+    inp = (config or self.config).input
     bounds = tuple(inp.aspect_buckets)
     to_canvas = DetectionTransform(
         spec=_image_spec(self.config),
@@ -250,9 +253,25 @@ class Predictor:
       out = fn(self.params, batch["image"], batch["size"])
     else:
       fn = self._jitted(None, lambda: faster_rcnn_task.make_predict_fn(self.config, self.model))
-      out = fn(self.params, {k: batch[k] for k in ("image", "size", "scale")})
+      out = jax.device_get(fn(self.params, {k: batch[k] for k in ("image", "size", "scale")}))
+      out = {**out, **self._merge_extra_sizes(image, out, batch["scale"], fn)}
     return {**jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(out)),
             "batch_scale": batch["scale"][0], "resized": resized}
+
+  def _merge_extra_sizes(self, image: np.ndarray, out: dict[str, Any], scale: np.ndarray,
+                         fn: Any) -> dict[str, Any]:
+    """Faster R-CNN's detections `out` of `image` at test.size_factor (batch `scale`) merged with
+    those of faster_rcnn.test.extra_size_factors, as evaluate.py merges them ({} without extras)."""
+    if not self._extra_size_configs:
+      return {}
+    parts = [{k: np.asarray(out[k]) for k in faster_rcnn_task.DETECTION_KEYS}]
+    for sized in self._extra_size_configs:
+      batch, _ = self._detection_batch(image, sized)
+      found = jax.device_get(fn(self.params, {k: batch[k] for k in ("image", "size", "scale")}))
+      parts.append(faster_rcnn_task.rescale_detections(found, batch["scale"], scale))
+    merge = self._jitted("merge", lambda: faster_rcnn_task.merge_test_sizes(self.config))
+    return jax.device_get(merge({k: np.concatenate([p[k] for p in parts], axis=1)
+                                 for k in faster_rcnn_task.DETECTION_KEYS}))
 
   def prediction(self, image: np.ndarray, outputs: dict[str, Any], *, top_k: int | None = None
                  ) -> dict[str, Any]:

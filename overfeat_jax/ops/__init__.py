@@ -35,6 +35,8 @@ Faster R-CNN's targets and proposals (one image each; vmap over a batch):
   detect(class_scores [R, K + 1], class_deltas [R, K + 1, 4], rois [R, 4], roi_valid [R],
          (height, width), *, score_threshold, nms_iou, max_detections D)
       -> Detections(boxes [D, 4], scores [D], classes [D] in [0, K), valid [D])
+  merge_detections(Detections of N candidates (boxes [N, 4], ...), *, nms_iou, max_detections D,
+                   voting_iou) -> Detections of D slots (several test sizes' detections as one)
 
 nms results are padded with PAD_INDEX (-1); num_kept counts the real entries. Box helpers take
 numpy or jax arrays (numpy in, numpy out); anchors are numpy constants. The names `nms` and
@@ -47,7 +49,7 @@ from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGH
                                     box_iou, clip_boxes, decode_boxes, encode_boxes, flip_boxes)
 from overfeat_jax.ops.merge import best_box, greedy_merge
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
-from overfeat_jax.ops.proposals import Detections, Proposals, detect, propose
+from overfeat_jax.ops.proposals import Detections, Proposals, detect, merge_detections, propose
 from overfeat_jax.ops.roi import default_max_sampling_ratio, roi_align, roi_pool
 from overfeat_jax.ops.targets import (BACKGROUND, IGNORE, NEGATIVE, POSITIVE, RoiTargets,
                                       inside_image, match_anchors, object_class_to_head,
@@ -58,6 +60,6 @@ __all__ = [
     "PAD_INDEX", "POSITIVE", "Proposals", "RPN_WEIGHTS", "RoiTargets", "anchors", "base_anchors",
     "batched_nms", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
     "default_max_sampling_ratio", "detect", "encode_boxes", "flip_boxes", "greedy_merge",
-    "inside_image", "match_anchors", "nms", "num_kept", "object_class_to_head", "propose",
-    "roi_align", "roi_pool", "sample_fixed", "sample_fixed_indices", "sample_rois",
+    "inside_image", "match_anchors", "merge_detections", "nms", "num_kept", "object_class_to_head",
+    "propose", "roi_align", "roi_pool", "sample_fixed", "sample_fixed_indices", "sample_rois",
 ]

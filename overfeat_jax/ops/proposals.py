@@ -1,7 +1,8 @@
-"""The region proposal layer (SPEC B3) and the Fast R-CNN head's test-time detections (SPEC B4), with
-static shapes: fewer real boxes than slots are padded (zero boxes, score 0) and masked by `valid`.
+"""The region proposal layer (SPEC B3), the Fast R-CNN head's test-time detections (SPEC B4) and the
+merge of several runs' detections (testing at several sizes), with static shapes: fewer real boxes
+than slots are padded (zero boxes, score 0) and masked by `valid`.
 
-Both work on one image; vmap them over a batch (image sizes may then differ per image: `image_hw`
+All work on one image; vmap them over a batch (image sizes may then differ per image: `image_hw`
 may be traced). Counts (pre / post NMS, max detections) are static Python ints.
 """
 
@@ -12,8 +13,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, clip_boxes,
-                                    decode_boxes)
+from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_iou,
+                                    clip_boxes, decode_boxes)
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms
 
 
@@ -186,3 +187,36 @@ def detect(class_scores: jax.Array, class_deltas: jax.Array, rois: jax.Array, ro
   keep = batched_nms(boxes, scores, classes, nms_iou, max_detections, valid=valid)
   boxes, scores, classes, valid = _gather_padded(keep, boxes, scores, classes)
   return Detections(boxes=boxes, scores=scores, classes=classes, valid=valid)
+
+
+def merge_detections(detections: Detections, *, nms_iou: float | jax.Array = 0.3,
+                     max_detections: int = 100, voting_iou: float = 0.0) -> Detections:
+  """One image's detections from several runs (e.g. test sizes) merged into one set.
+
+  Algorithm:
+    1. Per-class greedy NMS at nms_iou over the valid detections of all runs (ops.batched_nms);
+       the max_detections highest-scoring survivors over all classes, each keeping its score.
+    2. With voting_iou > 0, box voting (Gidaris & Komodakis, ICCV 2015): each survivor's box becomes
+       the score-weighted mean of the valid same-class boxes of all runs that overlap it at
+       IoU >= voting_iou (itself included). The scores and classes are unchanged.
+
+  Args:
+    detections: `Detections` of N candidates (e.g. S runs' D slots concatenated): boxes [N, 4],
+      scores [N], classes int32 [N], valid bool [N], all in one image's pixels.
+    nms_iou: per-class NMS IoU threshold.
+    max_detections: static number D of output slots.
+    voting_iou: the IoU of box voting, static; 0 = no voting.
+  Returns:
+    Detections (boxes [D, 4], scores [D], classes [D], valid [D]), descending score, zero padding.
+  """
+  boxes, scores, classes, valid = (jnp.asarray(a) for a in detections)
+  keep = batched_nms(boxes, scores, classes, nms_iou, max_detections, valid=valid)
+  kept_boxes, kept_scores, kept_classes, kept_valid = _gather_padded(keep, boxes, scores, classes)
+  if voting_iou > 0:
+    voters = ((box_iou(kept_boxes, boxes) >= voting_iou) & valid[None, :]
+              & (kept_classes[:, None] == classes[None, :]))  # [D, N]
+    weights = jnp.where(voters, scores[None, :], 0.0)
+    total = jnp.sum(weights, axis=1, keepdims=True)
+    voted = weights @ boxes / jnp.where(total > 0, total, 1.0)
+    kept_boxes = jnp.where((kept_valid & (total[:, 0] > 0))[:, None], voted, kept_boxes)
+  return Detections(boxes=kept_boxes, scores=kept_scores, classes=kept_classes, valid=kept_valid)

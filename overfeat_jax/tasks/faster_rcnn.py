@@ -41,6 +41,7 @@ from overfeat_jax.models.backbones import Backbone, build_backbone, frozen_mask
 from overfeat_jax.models.faster_rcnn import (BACKBONES, SHARED, FasterRCNN, Losses, Settings, init_params,
                                              params_template)
 from overfeat_jax.models.overfeat import COMPUTE_DTYPES
+from overfeat_jax.ops.proposals import Detections, merge_detections
 from overfeat_jax.tasks.base import Batch, LossFn, Stage, Task
 
 
@@ -398,11 +399,12 @@ def predict(model: FasterRCNN, params: Any, batch: Batch, *, min_size_original: 
           "proposal_valid": p.valid}
 
 
-def test_input_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def test_input_config(config: ml_collections.ConfigDict, factor: float | None = None
+                      ) -> ml_collections.ConfigDict:
   """A copy of `config` whose input.min_size / max_size are the test sizes
-  (`config.faster_rcnn_test_sizes`: times faster_rcnn.test.size_factor), for everything that makes
-  an evaluation-side view of an image; `config` itself when they are the training sizes."""
-  min_size, max_size = faster_rcnn_test_sizes(config)
+  (`config.faster_rcnn_test_sizes`: times faster_rcnn.test.size_factor, or `factor`), for everything
+  that makes an evaluation-side view of an image; `config` itself when they are the training sizes."""
+  min_size, max_size = faster_rcnn_test_sizes(config, factor)
   if (min_size, max_size) == (config.input.min_size, config.input.max_size):
     return config
   copy = ml_collections.ConfigDict(config.to_dict())
@@ -417,6 +419,46 @@ def make_predict_fn(config: ml_collections.ConfigDict, model: FasterRCNN | None 
   model = model or model_from_config(config)
   return functools.partial(predict, model, min_size_original=config.faster_rcnn.proposal_min_size,
                            num_proposals=num_proposals, seed=config.seed)
+
+
+DETECTION_KEYS = ("boxes", "scores", "classes", "valid")  # `predict`'s detections
+
+
+def extra_test_sizes(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One config per size of faster_rcnn.test.extra_size_factors other than test.size_factor (each
+  once, in order), its input sizes that size's (`test_input_config`)."""
+  t = config.faster_rcnn.test
+  factors = dict.fromkeys(float(f) for f in t.extra_size_factors if float(f) != float(t.size_factor))
+  return [test_input_config(config, f) for f in factors]
+
+
+def rescale_detections(predictions: Mapping[str, Any], from_scale: Any, to_scale: Any
+                       ) -> dict[str, np.ndarray]:
+  """`predict`'s detections (boxes [B, D, 4], scores, classes, valid [B, D]) of images resized by
+  `from_scale`, with their boxes in the pixels of the same images resized by `to_scale` (both [B, 2]
+  (sy, sx) per original pixel, the batches' "scale")."""
+  factor = np.asarray(to_scale, np.float32) / np.asarray(from_scale, np.float32)  # [B, 2] (y, x)
+  out = {k: np.asarray(predictions[k]) for k in DETECTION_KEYS}
+  out["boxes"] = out["boxes"] * factor[:, None, [1, 0, 1, 0]]
+  return out
+
+
+def merge_test_sizes(config: ml_collections.ConfigDict) -> Callable[[Mapping[str, Any]],
+                                                                     dict[str, jax.Array]]:
+  """The merge of several test sizes' detections (faster_rcnn.test.extra_size_factors), not jitted:
+  {boxes [B, N, 4], scores [B, N], classes [B, N], valid [B, N]} (each image's detections of every
+  size, concatenated, in one pixel frame) -> the same keys [B, D] (`ops.merge_detections` at
+  test.nms_iou, test.max_detections D, test.box_voting_iou)."""
+  t = config.faster_rcnn.test
+  merge = functools.partial(merge_detections, nms_iou=float(t.nms_iou),
+                            max_detections=int(t.max_detections),
+                            voting_iou=float(t.box_voting_iou))
+
+  def merge_batch(detections: Mapping[str, Any]) -> dict[str, jax.Array]:
+    merged = jax.vmap(merge)(Detections(*(jnp.asarray(detections[k]) for k in DETECTION_KEYS)))
+    return dict(zip(DETECTION_KEYS, merged))
+
+  return merge_batch
 
 
 def detections_to_dicts(predictions: Mapping[str, Any], batch: Mapping[str, Any]
