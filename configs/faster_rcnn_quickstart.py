@@ -30,7 +30,7 @@ then quickstart classifier, tested at 160; 0.846, 0.552, 0.823 from the next one
 crops, 2026-12-01), tested at 160; 0.861, 0.567, 0.833 from the same checkpoint tested at 176;
 0.884, 0.587, 0.849 at 176 from the weight-standardised classifier (10.0% error, 2026-12-01);
 0.898, 0.617, 0.860 from the same checkpoint tested at 200 + 160, merged (2026-12-01); 0.904,
-0.628, 0.862 with 128 RoIs per image (2026-12-02).
+0.628, 0.862 with 128 RoIs per image (2026-12-02); 0.895, 0.623, 0.856 at seed 1.
 """
 
 from overfeat_jax.config import base_config
