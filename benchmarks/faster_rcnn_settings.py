@@ -1,5 +1,5 @@
 """What a Faster R-CNN setting costs in training: the loss + gradient of several variants of one
-config, timed in turns on the same batches.
+config, timed in turns, each on its own training batches.
 
   python benchmarks/faster_rcnn_settings.py --set faster_rcnn.num_rois=64 --set faster_rcnn.num_rois=128
   python benchmarks/faster_rcnn_settings.py --config faster_rcnn_quickstart --rounds 5 --steps 10 \
@@ -7,19 +7,22 @@ config, timed in turns on the same batches.
 
 Each --set is one variant: comma-separated key=value overrides of the config (values as Python
 literals; nothing given: the config as it is). Every variant gets the config's training task
-(`tasks.faster_rcnn.training_task`: its loss, its model, its first training batch from the config's
+(`tasks.faster_rcnn.training_task`: its loss, its model, its training batches from the config's
 dataset, built locally for the embedded one), with a random backbone (timing does not depend on the
 weights, and no classifier checkpoint is needed). Its jitted loss-and-gradient function (what the
 training step runs, without the optimizer update, which is the same for these variants) is
-compiled once, then the variants take turns: each round times --steps calls of each, so that a
-machine whose load drifts slows every variant alike. Prints img/s per round, the median, and each
-median relative to the first variant's.
+compiled once per shape bucket, then the variants take turns: each round times one call on each of
+the variant's first --steps training batches (the buckets' canvases in the proportions training
+sees them, give or take the sampling: compare input.aspect_buckets with --steps 40 or more), so
+that a machine whose load drifts slows every variant alike. Prints img/s per round, the median,
+and each median relative to the first variant's.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import sys
 
 import jax
@@ -37,7 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="one variant: comma-separated key=value overrides (repeat; default: the "
                            "config alone)")
   parser.add_argument("--rounds", type=int, default=3, help="rounds of turns (default 3)")
-  parser.add_argument("--steps", type=int, default=15, help="timed calls per variant and round")
+  parser.add_argument("--steps", type=int, default=15,
+                      help="timed calls per variant and round: its first STEPS training batches")
   _timing.add_machine_args(parser)
   return parser.parse_args(argv)
 
@@ -81,27 +85,31 @@ def main(argv: list[str]) -> None:
   _timing.request_cpu_conv(args.cpu_conv)
   variants = args.variants or [""]
   print(f"Faster R-CNN loss + gradient per variant of configs/{args.config}.py, in turns "
-        f"({args.rounds} rounds x {args.steps} calls each, after one compiling call)")
+        f"({args.rounds} rounds x {args.steps} batches each, after one untimed pass that compiles "
+        f"each canvas)")
   print(_timing.machine_header())
-  fns, batch_sizes = {}, {}
+  fns, batch_sizes, images = {}, {}, {}
   for overrides in variants:
     config = variant_config(args.config, overrides)
     training = task.training_task(config)
     params = jax.jit(training.init_params)(jax.random.key(0))
-    batch = next(iter(training.make_loader(0, 1)))
+    batches = list(itertools.islice(iter(training.make_loader(0, 1)), args.steps))
     grad = jax.jit(jax.value_and_grad(training.loss_fn, has_aux=True))
-    keys = [jax.random.key(i) for i in range(args.steps)]
+    keys = [jax.random.key(i) for i in range(len(batches))]
 
-    def calls(grad=grad, params=params, batch=batch, keys=keys):
-      return [grad(params, batch, k) for k in keys]
+    def calls(grad=grad, params=params, batches=batches, keys=keys):
+      return [grad(params, b, k) for b, k in zip(batches, keys)]
 
     name = overrides or "(the config)"
     fns[name] = calls
-    batch_sizes[name] = int(batch["image"].shape[0])
+    batch_sizes[name] = int(batches[0]["image"].shape[0])
+    images[name] = sum(int(b["image"].shape[0]) for b in batches)
+    canvases = sorted({tuple(b["image"].shape[1:3]) for b in batches})
+    print(f"{name}: {len(batches)} batches on canvases {', '.join(f'{h}x{w}' for h, w in canvases)}")
   seconds = _timing.time_interleaved(fns, runs=args.rounds)
   rows, first = [], None
   for name, times in seconds.items():
-    rates = [args.steps * batch_sizes[name] / t for t in times]
+    rates = [images[name] / t for t in times]
     median = float(np.median(rates))
     first = first or median
     rows.append([name, batch_sizes[name], " ".join(f"{r:.1f}" for r in rates), f"{median:.1f}",
