@@ -13,7 +13,7 @@ weights, and no classifier checkpoint is needed). Its jitted loss-and-gradient f
 training step runs, without the optimizer update, which is the same for these variants) is
 compiled once per shape bucket, then the variants take turns: each round times one call on each of
 the variant's first --steps training batches (the buckets' canvases in the proportions training
-sees them, give or take the sampling: compare input.aspect_buckets with --steps 40 or more), so
+sees them, give or take the sampling: compare input.aspect_buckets with --steps 32 or more), so
 that a machine whose load drifts slows every variant alike. Prints img/s per round, the median,
 and each median relative to the first variant's.
 """
