@@ -87,10 +87,23 @@ def ours(stdout: str) -> list[str]:
   connected to 3 peer ranks. Expected number of connected peer ranks is : 3"), written in pieces that
   other output, or the notice of another rank, can split (seen: "... is : [Gloo] Rank 3 ... is : 3",
   then the first "3" on a line of its own). So the notices are removed with the counts that follow
-  them, and then the lines left holding only a count (our code never prints a bare number)."""
-  stdout = GLOO_NOTICE.sub("", stdout)
+  them, and then the lines left holding only a count (our code never prints a bare number). A notice
+can also land inside another's text ("[Gloo] Rank 0 is connected to [Gloo] Rank 1 ... is : 3 1 peer
+ranks. ..."): removing the inner one completes the outer, so the removal repeats until none is left."""
+  while True:
+    stdout, found = GLOO_NOTICE.subn("", stdout)
+    if not found:
+      break
   lines = (line.strip() for line in stdout.splitlines())
   return [line for line in lines if line and not line.isdigit()]
+
+
+def test_ours_drops_gloo_notices_split_or_nested_and_keeps_our_lines():
+  notice = "[Gloo] Rank {} is connected to 1 peer ranks. Expected number of connected peer ranks is : 1"
+  nested = notice.format(0).replace("1 peer", notice.format(1) + " 1 peer", 1)
+  split = notice.format(1)[:-1] + notice.format(0) + "\n1\n"
+  assert ours(nested + "\n" + split + "step 1/3  loss 2.3\n") == ["step 1/3  loss 2.3"]
+  assert ours("[Gloo] Rank 0 is connected to\n") == ["[Gloo] Rank 0 is connected to"]  # not a notice
 
 
 @pytest.fixture(scope="module")
