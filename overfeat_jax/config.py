@@ -238,6 +238,9 @@ def base_config() -> ml_collections.ConfigDict:
   # or "classifier" (a classification run's work directory; overfeat_* backbones of its model).
   f.backbone_init = "none"
   f.backbone_weights = ""  # The safetensors file or the classification workdir of backbone_init.
+  # How many of the backbone's first conv stages training keeps fixed (no update, no backward pass
+  # through them); -1 = the backbone's own (VGG-16: conv1_1 ... conv2_2, as Fast R-CNN; others none).
+  f.frozen_stages = -1
   # SPEC B5: "approximate_joint" (proposals are constants), "joint" (gradients through the proposal
   # coordinates; needs roi_op "align") or "alternating" (4 stages, faster_rcnn.alternating).
   f.training = "approximate_joint"
@@ -503,6 +506,8 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.training": _one_of("approximate_joint", "joint", "alternating"),
     "faster_rcnn.anchor_sizes": (_sizes_ok, "expected a non-empty list of positive sizes"),
     "faster_rcnn.anchor_ratios": (_sizes_ok, "expected a non-empty list of positive ratios"),
+    "faster_rcnn.frozen_stages": (lambda v: isinstance(v, int) and v >= -1,
+                                  "expected >= 0, or -1 for the backbone's own frozen layers"),
     "faster_rcnn.rpn_channels": (_non_negative, "expected >= 0 (0 = the backbone's channels)"),
     "faster_rcnn.rpn_batch": (_positive, "expected > 0"),
     "faster_rcnn.rpn_positive_fraction": (lambda v: 0.0 < v <= 1.0, "expected in (0, 1]"),

@@ -231,6 +231,34 @@ def test_trainable_masks_only_the_frozen_layers():
   assert sum(jax.tree.leaves(mask)) == len(jax.tree.leaves(params)) - 8
 
 
+def test_frozen_stages_replaces_the_backbones_own_frozen_layers():
+  config = load_config("faster_rcnn_vgg16_voc07")
+  config.model.width = 1 / 16
+  config.faster_rcnn.head_hidden = 8
+  config.faster_rcnn.frozen_stages = 0  # VGG-16 fully trained
+  assert task.backbone_from_config(config).frozen_layers == ()
+  config = load_config("faster_rcnn_quickstart")
+  assert task.backbone_from_config(config).frozen_layers == ()  # -1: overfeat_fast's own, none
+  config.faster_rcnn.frozen_stages = 2
+  model = task.model_from_config(config)
+  assert model.backbone.frozen_layers == ("conv1", "conv2")
+  params = task.params_template(model)
+  mask = task.trainable(model.backbone, params)
+  trained_layers = sorted(name for name, leaves in mask["shared"].items() if all(leaves.values()))
+  assert trained_layers == ["conv3", "conv4", "conv5"]
+  # The loss sees the frozen layers through stop_gradient: their gradient is zero, the others' not.
+  ones = jax.tree.map(lambda t: np.ones(t.shape, t.dtype), params)
+  grads = jax.grad(lambda p: sum(jax.numpy.sum(x ** 2) for x in jax.tree.leaves(
+      task.stop_frozen(model.backbone, p))))(ones)
+  for name, layer in grads["shared"].items():
+    for leaf in layer.values():
+      assert np.all(leaf == (0.0 if name in ("conv1", "conv2") else 2.0)), name
+  config.faster_rcnn.frozen_stages = 6
+  message = one_line(ConfigError, task.backbone_from_config, config)
+  assert message == ("faster_rcnn.frozen_stages=6: the overfeat_fast-w0.125-s3x1 backbone has 5 stages "
+                     "(conv1, conv2, conv3, conv4, conv5)")
+
+
 def one_line(error_type, fn, *args, **kwargs) -> str:
   with pytest.raises(error_type) as info:
     fn(*args, **kwargs)

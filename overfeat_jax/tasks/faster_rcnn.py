@@ -23,6 +23,7 @@ shape-bucket canvases; boxes in network-input pixels with a valid mask). Per con
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Mapping
@@ -35,7 +36,7 @@ import numpy as np
 from overfeat_jax import checkpoint_io
 from overfeat_jax.config import faster_rcnn_test_sizes
 from overfeat_jax.data import detection
-from overfeat_jax.errors import CheckpointError
+from overfeat_jax.errors import CheckpointError, ConfigError
 from overfeat_jax.models import pretrained
 from overfeat_jax.models.backbones import Backbone, build_backbone, frozen_mask
 from overfeat_jax.models.faster_rcnn import (BACKBONES, SHARED, FasterRCNN, Losses, Settings, init_params,
@@ -49,12 +50,20 @@ from overfeat_jax.tasks.base import Batch, LossFn, Stage, Task
 # Model and signature.
 
 def backbone_from_config(config: ml_collections.ConfigDict) -> Backbone:
-  """faster_rcnn.backbone at config.model.width (stem_kernel / stem_stride for overfeat_* only)."""
+  """faster_rcnn.backbone at config.model.width (stem_kernel / stem_stride for overfeat_* only), its
+  first faster_rcnn.frozen_stages stages frozen (-1: the backbone's own frozen layers)."""
   name = config.faster_rcnn.backbone
   stems = {}
   if name.startswith("overfeat_"):
     stems = {"stem_kernel": config.model.stem_kernel, "stem_stride": config.model.stem_stride}
-  return build_backbone(name, config.model.width, **stems)
+  backbone = build_backbone(name, config.model.width, **stems)
+  frozen = config.faster_rcnn.frozen_stages
+  if frozen >= 0:
+    if frozen > len(backbone.stages):
+      raise ConfigError(f"faster_rcnn.frozen_stages={frozen}: the {backbone.name} backbone has "
+                       f"{len(backbone.stages)} stages ({', '.join(backbone.layer_names)})")
+    backbone = dataclasses.replace(backbone, frozen_layers=backbone.layer_names[:frozen])
+  return backbone
 
 
 def settings_from_config(config: ml_collections.ConfigDict) -> Settings:
