@@ -506,7 +506,7 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.training": _one_of("approximate_joint", "joint", "alternating"),
     "faster_rcnn.anchor_sizes": (_sizes_ok, "expected a non-empty list of positive sizes"),
     "faster_rcnn.anchor_ratios": (_sizes_ok, "expected a non-empty list of positive ratios"),
-    "faster_rcnn.frozen_stages": (lambda v: isinstance(v, int) and v >= -1,
+    "faster_rcnn.frozen_stages": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
                                   "expected >= 0, or -1 for the backbone's own frozen layers"),
     "faster_rcnn.rpn_channels": (_non_negative, "expected >= 0 (0 = the backbone's channels)"),
     "faster_rcnn.rpn_batch": (_positive, "expected > 0"),

@@ -255,8 +255,11 @@ def test_frozen_stages_replaces_the_backbones_own_frozen_layers():
       assert np.all(leaf == (0.0 if name in ("conv1", "conv2") else 2.0)), name
   config.faster_rcnn.frozen_stages = 6
   message = one_line(ConfigError, task.backbone_from_config, config)
-  assert message == ("faster_rcnn.frozen_stages=6: the overfeat_fast-w0.125-s3x1 backbone has 5 stages "
-                     "(conv1, conv2, conv3, conv4, conv5)")
+  assert message == ("config.faster_rcnn.frozen_stages=6 is invalid: the overfeat_fast-w0.125-s3x1 "
+                     "backbone has 5 stages (conv1, conv2, conv3, conv4, conv5)")
+  config.faster_rcnn.frozen_stages = -2
+  message = one_line(ConfigError, validate_config, config)
+  assert message.startswith("config.faster_rcnn.frozen_stages=-2 is invalid: expected >= 0, or -1")
 
 
 def one_line(error_type, fn, *args, **kwargs) -> str:

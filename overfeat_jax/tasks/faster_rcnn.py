@@ -60,8 +60,8 @@ def backbone_from_config(config: ml_collections.ConfigDict) -> Backbone:
   frozen = config.faster_rcnn.frozen_stages
   if frozen >= 0:
     if frozen > len(backbone.stages):
-      raise ConfigError(f"faster_rcnn.frozen_stages={frozen}: the {backbone.name} backbone has "
-                       f"{len(backbone.stages)} stages ({', '.join(backbone.layer_names)})")
+      raise ConfigError(f"config.faster_rcnn.frozen_stages={frozen} is invalid: the {backbone.name} "
+                        f"backbone has {len(backbone.stages)} stages ({', '.join(backbone.layer_names)})")
     backbone = dataclasses.replace(backbone, frozen_layers=backbone.layer_names[:frozen])
   return backbone
 
