@@ -79,8 +79,20 @@ def test_offset_max_pool_is_one_vmapped_body_not_a_python_loop():
   """A Python loop over the 9 offsets would trace 9 reductions; the vmap traces one."""
   x = jnp.zeros((1, 17, 17, 2))
   jaxpr = jax.make_jaxpr(lambda a: pooling.offset_max_pool(a, 3))(x).jaxpr
-  reductions = [e for e in jaxpr.eqns if e.primitive.name == "reduce_max"]
-  assert len(reductions) == 1
+  assert primitive_count(jaxpr, "reduce_max") == 1
+
+
+def primitive_count(jaxpr: jax.extend.core.Jaxpr, name: str) -> int:
+  """How many equations of primitive `name` a jaxpr holds, those of inner jaxprs (a custom_vjp's
+  body) included."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == name
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)  # a ClosedJaxpr wraps a Jaxpr
+      if hasattr(inner, "eqns"):
+        count += primitive_count(inner, name)
+  return count
 
 
 def test_offset_max_pool_jits():
@@ -132,3 +144,22 @@ def test_max_pool_floor_matches_naive(pool, shape):
   if pool > 1:
     off0 = np.asarray(pooling.offset_max_pool(jnp.asarray(x), pool)[0])
     np.testing.assert_array_equal(off0, expected[:, :off0.shape[1], :off0.shape[2]])
+
+
+@pytest.mark.parametrize("pool,shape", [(2, (2, 9, 12, 3)), (3, (1, 17, 8, 2)), (1, (1, 3, 3, 1))])
+def test_max_pool_gradient_splits_ties_like_a_naive_loop(pool, shape):
+  """The hand-written backward pass: each cell's gradient shared equally by its tied maxima (JAX's
+  rule for a max), nothing for the rows and columns the floor drops. Integer inputs tie often."""
+  x = np.random.default_rng(8).integers(-2, 3, size=shape).astype(np.float32)
+  b, h, w, c = shape
+  cotangent = np.random.default_rng(9).normal(size=(b, h // pool, w // pool, c)).astype(np.float32)
+  expected = np.zeros(shape, np.float32)
+  for n, i, j, k in np.ndindex(*cotangent.shape):
+    cell = x[n, i * pool:(i + 1) * pool, j * pool:(j + 1) * pool, k]
+    ties = cell == cell.max()
+    expected[n, i * pool:(i + 1) * pool, j * pool:(j + 1) * pool, k] += (
+        ties * cotangent[n, i, j, k] / ties.sum())
+  grad = jax.jit(jax.grad(lambda a: jnp.sum(pooling.max_pool(a, pool) * cotangent)))(x)
+  np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
+  if pool > 1:
+    assert np.sum(grad != 0) > np.sum(cotangent != 0)  # ties did share

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overfeat_jax.ops import default_max_sampling_ratio, roi_align, roi_pool
+from overfeat_jax.ops import batched_roi_align, default_max_sampling_ratio, roi_align, roi_pool
 from overfeat_jax.ops import roi as roi_module
 
 F32 = np.float32
@@ -242,17 +242,37 @@ def test_roi_align_no_rois_jit_and_vmap(features):
 
 
 def test_weighted_gather_vjp_matches_jax_transpose():
-  """The hand-written VJP of the sample sum equals JAX's own transpose of the plain version."""
+  """The hand-written VJP of the batched sample sum (one scatter chain per image) equals JAX's own
+  transpose of the plain per-image version, for the tables and the weights."""
   rng = np.random.default_rng(9)
-  table = jnp.asarray(rng.normal(size=(30, 5)).astype(np.float32))
-  cells = jnp.asarray(rng.integers(0, 30, (4, 3, 2, 16)).astype(np.int32))
-  weights = jnp.asarray(rng.uniform(size=(4, 3, 2, 16)).astype(np.float32))
-  cotangent = jnp.asarray(rng.normal(size=(4, 3, 2, 5)).astype(np.float32))
-  grads = [jax.grad(lambda t, w: jnp.sum(fn(t, cells, w) * cotangent), argnums=(0, 1))(table,
+  tables = jnp.asarray(rng.normal(size=(2, 30, 5)).astype(np.float32))
+  cells = jnp.asarray(rng.integers(0, 30, (2, 4, 3, 2, 16)).astype(np.int32))
+  weights = jnp.asarray(rng.uniform(size=(2, 4, 3, 2, 16)).astype(np.float32))
+  cotangent = jnp.asarray(rng.normal(size=(2, 4, 3, 2, 5)).astype(np.float32))
+  plain = jax.vmap(roi_module._corner_sum)
+  grads = [jax.grad(lambda t, w: jnp.sum(fn(t, cells, w) * cotangent), argnums=(0, 1))(tables,
                                                                                        weights)
-           for fn in (roi_module._weighted_gather, roi_module._corner_sum)]
+           for fn in (roi_module._weighted_gather, plain)]
   for ours, reference in zip(*grads):
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(grads[0][0][1]).sum()) > 0  # the second image's table gets its own gradient
+
+
+def test_batched_roi_align_is_roi_align_per_image(features):
+  """Outputs and both gradients bit for bit those of vmapping the one-image roi_align."""
+  batch = jnp.asarray(np.stack([features, 3 * features - 1]))
+  boxes = jnp.asarray(np.stack([rois_for(features, 0.5, seed) for seed in (13, 14)]))
+  cotangent = jnp.asarray(np.random.default_rng(15).normal(size=(2, len(boxes[0]), 3, 2, 3)),
+                          jnp.float32)
+
+  def run(fn):
+    out, pullback = jax.vjp(fn, batch, boxes)
+    return (out,) + pullback(cotangent)
+
+  batched = jax.jit(lambda f, b: batched_roi_align(f, b, (3, 2), 0.5, 2))
+  vmapped = jax.jit(jax.vmap(lambda f, b: roi_align(f, b, (3, 2), 0.5, 2)))
+  for ours, reference in zip(run(batched), run(vmapped)):
+    np.testing.assert_array_equal(ours, reference)
 
 
 @pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, True)])

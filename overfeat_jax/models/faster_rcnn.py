@@ -53,7 +53,7 @@ from overfeat_jax.models.overfeat import weight_initializer
 from overfeat_jax.ops import anchors as make_anchors
 from overfeat_jax.ops.boxes import RPN_WEIGHTS, encode_boxes
 from overfeat_jax.ops.proposals import Detections, Proposals, detect, propose
-from overfeat_jax.ops.roi import roi_align, roi_pool
+from overfeat_jax.ops.roi import batched_roi_align, roi_pool
 from overfeat_jax.ops.targets import (IGNORE, POSITIVE, RoiTargets, inside_image, match_anchors,
                                       sample_fixed, sample_rois)
 
@@ -521,8 +521,7 @@ def pool_rois(features: jax.Array, rois: jax.Array, backbone: Backbone,
   scale = 1.0 / backbone.stride
   if settings.roi_op == "pool":
     return jax.vmap(lambda f, b: roi_pool(f, b, size, scale))(features, shifted)
-  return jax.vmap(lambda f, b: roi_align(f, b, size, scale, settings.roi_sampling_ratio))(
-      features, shifted)
+  return batched_roi_align(features, shifted, size, scale, settings.roi_sampling_ratio)
 
 
 def smallest_input(backbone: Backbone) -> int:

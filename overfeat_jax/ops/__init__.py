@@ -13,6 +13,7 @@ Detection ops with torchvision's numbers (NHWC features; boxes (x1, y1, x2, y2) 
   roi_pool(features [H, W, C], boxes [R, 4], (h, w), spatial_scale) -> [R, h, w, C]
   roi_align(features, boxes, (h, w), spatial_scale, sampling_ratio, aligned, *,
             max_sampling_ratio) -> [R, h, w, C]
+  batched_roi_align(features [B, H, W, C], boxes [B, R, 4], ...) -> [B, R, h, w, C]
   anchors((H, W), stride, sizes, aspect_ratios, *, offset) -> float32 [H * W * A, 4]
   greedy_merge(boxes [N, 4], scores [N], valid [N], threshold) -> (merged_boxes float32 [N, 4],
                confidence float32 [N], merged_valid bool [N])  (OverFeat's merge, SPEC A5 (d))
@@ -50,7 +51,7 @@ from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGH
 from overfeat_jax.ops.merge import best_box, greedy_merge
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
 from overfeat_jax.ops.proposals import Detections, Proposals, detect, merge_detections, propose
-from overfeat_jax.ops.roi import default_max_sampling_ratio, roi_align, roi_pool
+from overfeat_jax.ops.roi import batched_roi_align, default_max_sampling_ratio, roi_align, roi_pool
 from overfeat_jax.ops.targets import (BACKGROUND, IGNORE, NEGATIVE, POSITIVE, RoiTargets,
                                       inside_image, match_anchors, object_class_to_head,
                                       sample_fixed, sample_fixed_indices, sample_rois)
@@ -58,7 +59,7 @@ from overfeat_jax.ops.targets import (BACKGROUND, IGNORE, NEGATIVE, POSITIVE, Ro
 __all__ = [
     "BACKGROUND", "BBOX_XFORM_CLIP", "DETECTOR_WEIGHTS", "Detections", "IGNORE", "NEGATIVE",
     "PAD_INDEX", "POSITIVE", "Proposals", "RPN_WEIGHTS", "RoiTargets", "anchors", "base_anchors",
-    "batched_nms", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
+    "batched_nms", "batched_roi_align", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
     "default_max_sampling_ratio", "detect", "encode_boxes", "flip_boxes", "greedy_merge",
     "inside_image", "match_anchors", "merge_detections", "nms", "num_kept", "object_class_to_head",
     "propose", "roi_align", "roi_pool", "sample_fixed", "sample_fixed_indices", "sample_rois",

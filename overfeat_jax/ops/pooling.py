@@ -13,19 +13,49 @@ This module knows nothing of models; it works on any [B, H, W, C] map.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _pool_exact(x: jax.Array, pool: int) -> jax.Array:
   """Max over non-overlapping pool x pool cells of a map whose size is a multiple of `pool`.
 
-  x: [B, n_h * pool, n_w * pool, C] -> [B, n_h, n_w, C].
+  x: [B, n_h * pool, n_w * pool, C] -> [B, n_h, n_w, C]. The gradient is JAX's for this max (a
+  cell's gradient split equally between its tied maxima), computed by `_pool_exact_bwd`.
   """
   b, h, w, c = x.shape
   cells = x.reshape(b, h // pool, pool, w // pool, pool, c)  # [B, n_h, pool, n_w, pool, C]
   return cells.max(axis=(2, 4))
+
+
+def _pool_exact_fwd(x: jax.Array, pool: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  pooled = _pool_exact(x, pool)
+  return pooled, (x, pooled)
+
+
+def _pool_exact_bwd(pool: int, residuals: tuple[jax.Array, jax.Array],
+                    grad: jax.Array) -> tuple[jax.Array]:
+  """The same numbers as JAX's transpose of the reshape + max, computed on [B, H, W, C] arrays.
+
+  JAX's own backward pass works on the 6-d cell view, whose two minor axes (pool, C) are short:
+  XLA:CPU runs such loops several times slower than the same work on 4-d arrays (the quickstart
+  detector's first two pools: 15.6 ms per step against 5.0 ms here).
+  """
+  x, pooled = residuals
+
+  def upsample(a: jax.Array) -> jax.Array:  # [B, n_h, n_w, C] -> [B, H, W, C], each cell repeated
+    return jnp.repeat(jnp.repeat(a, pool, axis=1), pool, axis=2)
+
+  ties = sum((x[:, i::pool, j::pool] == pooled).astype(grad.dtype)
+             for i in range(pool) for j in range(pool))
+  return (jnp.where(x == upsample(pooled), upsample(grad / ties), 0).astype(x.dtype),)
+
+
+_pool_exact.defvjp(_pool_exact_fwd, _pool_exact_bwd)
 
 
 def max_pool(x: jax.Array, pool: int) -> jax.Array:
