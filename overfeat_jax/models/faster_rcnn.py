@@ -55,7 +55,7 @@ from overfeat_jax.ops.boxes import RPN_WEIGHTS, encode_boxes
 from overfeat_jax.ops.proposals import Detections, Proposals, detect, propose
 from overfeat_jax.ops.roi import batched_roi_align, roi_pool
 from overfeat_jax.ops.targets import (IGNORE, POSITIVE, RoiTargets, inside_image, match_anchors,
-                                      sample_fixed, sample_rois)
+                                      sample_fixed_indices, sample_rois)
 
 # New layers' weights (SPEC B2: N(0, 0.01^2)); the box regressor's as py-faster-rcnn's bbox_pred.
 NEW_LAYER_STD = 0.01
@@ -184,14 +184,24 @@ def rpn_targets(anchors: jax.Array, image_hw: jax.Array, gt_boxes: jax.Array, gt
   anchor_valid = inside_image(anchors, image_hw, settings.anchor_border)
   labels, matched = match_anchors(anchors, anchor_valid, gt_boxes, gt_valid,
                                   pos_iou=settings.rpn_pos_iou, neg_iou=settings.rpn_neg_iou)
-  labels = sample_fixed(labels, rng, num_samples=settings.rpn_batch,
-                        positive_fraction=settings.rpn_positive_fraction)
-  positive = labels == POSITIVE
+  indices, sample_labels, sample_valid = sample_fixed_indices(
+      labels, rng, num_samples=settings.rpn_batch, positive_fraction=settings.rpn_positive_fraction)
+  num_anchors = anchors.shape[0]
+  # Slots that are not taken write out of bounds, and are dropped.
+  labels = jnp.full((num_anchors,), IGNORE, jnp.int32).at[
+      jnp.where(sample_valid, indices, num_anchors)].set(sample_labels, mode="drop")
+  deltas = jnp.zeros_like(anchors)
   if gt_boxes.shape[0] == 0:
-    return RpnTargets(labels=labels, deltas=jnp.zeros_like(anchors))
-  # Non-positive rows encode the anchor against itself (0), never a padding box (log 0).
-  matched_boxes = jnp.where(positive[:, None], gt_boxes[matched], anchors)
-  deltas = jnp.where(positive[:, None], encode_boxes(matched_boxes, anchors, RPN_WEIGHTS), 0.0)
+    return RpnTargets(labels=labels, deltas=deltas)
+  # Only the sampled positives (<= rpn_batch) are encoded: the loss reads nothing else, and encoding
+  # every anchor was a third of this function's time. Other slots encode their anchor against
+  # itself (0), never a padding box (log 0).
+  positive = sample_labels == POSITIVE  # [S]
+  slot_anchors = anchors[jnp.where(positive, indices, 0)]
+  matched_boxes = jnp.where(positive[:, None], gt_boxes[matched[jnp.where(positive, indices, 0)]],
+                            slot_anchors)
+  deltas = deltas.at[jnp.where(positive, indices, num_anchors)].set(
+      encode_boxes(matched_boxes, slot_anchors, RPN_WEIGHTS), mode="drop")
   return RpnTargets(labels=labels, deltas=jax.lax.stop_gradient(deltas))
 
 
