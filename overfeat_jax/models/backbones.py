@@ -57,8 +57,10 @@ from flax import traverse_util
 
 from overfeat_jax.errors import InputSizeError
 from overfeat_jax.models.overfeat import (NO_POOL, PAPER_ARCHITECTURES, Architecture, ConvLayer,
-                                          weight_initializer, scale_channels, build_architecture)
+                                          ConvReluPool, weight_initializer, scale_channels,
+                                          build_architecture)
 from overfeat_jax.ops import pooling
+from overfeat_jax.ops.conv_pool import folds_pool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,16 +251,20 @@ class BackboneNet(nn.Module):
     self.backbone.map_size(images.shape[1], images.shape[2])
     x = images.astype(self.dtype)
     for stage in self.backbone.stages:
-      conv, pad = stage.conv, stage.conv.padding
+      conv, pad, pool = stage.conv, stage.conv.padding, stage.pool
+      plain_pool = pool is not None and pool.size == pool.stride and not pool.padding
+      if plain_pool and folds_pool(x.shape[-1], conv.stride, pool.size):
+        x = ConvReluPool(conv.features, conv.kernel, pad, pool.size, self.weight_init,
+                         dtype=self.dtype, name=stage.name)(x)
+        continue
       x = nn.Conv(conv.features, (conv.kernel, conv.kernel), strides=(conv.stride, conv.stride),
                   padding=((pad, pad), (pad, pad)), kernel_init=weight_initializer(self.weight_init),
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name=stage.name)(x)
       x = nn.relu(x)
-      pool = stage.pool
       if pool is None:
         continue
-      if pool.size == pool.stride and not pool.padding:
+      if plain_pool:
         x = pooling.max_pool(x, pool.size)  # the reshape-based pool the OverFeat extractor uses
       else:
         x = nn.max_pool(x, (pool.size, pool.size), strides=(pool.stride, pool.stride),

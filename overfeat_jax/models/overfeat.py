@@ -28,6 +28,7 @@ import numpy as np
 
 from overfeat_jax.errors import ConfigError, InputSizeError
 from overfeat_jax.ops import pooling
+from overfeat_jax.ops.conv_pool import conv_relu_max_pool, folds_pool
 
 NO_POOL = 0  # ConvLayer.pool value for a layer without max pooling.
 GAIN = "gain"  # The per-output gain parameter of a weight-standardised layer (`StandardizedConv`).
@@ -350,6 +351,36 @@ class StandardizedConv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+class ConvReluPool(nn.Module):
+  """conv (stride 1, zero `padding`) + bias + ReLU + a `pool` x `pool` max pool, computed as one
+  space-to-depth convolution (`ops.conv_pool`; `folds_pool` says where that pays).
+
+  Parameters, their initialisation and their names are those of the `nn.Conv` (or, `standardize`,
+  the `StandardizedConv`) the layer would otherwise be, so checkpoints do not change.
+  """
+  features: int
+  kernel_size: int
+  padding: int
+  pool: int
+  weight_init: str = "paper"
+  standardize: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, H, W, C] -> [B, (H + 2 pad - k + 1) // pool, ..., F]."""
+    k, pad = self.kernel_size, self.padding
+    shape = (k, k, x.shape[-1], self.features)
+    init = weight_initializer("he" if self.standardize else self.weight_init)
+    kernel = self.param("kernel", init, shape, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    if self.standardize:
+      kernel = standardize_kernel(kernel, self.param(GAIN, nn.initializers.ones, (self.features,),
+                                                     jnp.float32))
+    x = jnp.pad(x.astype(self.dtype), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return conv_relu_max_pool(x, kernel.astype(self.dtype), bias.astype(self.dtype), self.pool)
+
+
 class FeatureExtractor(nn.Module):
   """Layers 1-5 (fast) / 1-6 (accurate) up to the last conv + ReLU, before the last max-pool.
 
@@ -372,6 +403,12 @@ class FeatureExtractor(nn.Module):
     count = last + 1 if layer is None else feature_layer(self.arch, layer).index
     for i, conv in enumerate(self.arch.convs[:count]):
       pad = conv.padding
+      # The last pool is left to the caller: plain (coarse) or at every offset (SPEC A4).
+      pooled = conv.pool != NO_POOL and i < last
+      if pooled and folds_pool(x.shape[-1], conv.stride, conv.pool):
+        x = ConvReluPool(conv.features, conv.kernel, pad, conv.pool, self.weight_init,
+                         self.standardize, dtype=self.dtype, name=f"conv{i + 1}")(x)
+        continue
       if self.standardize:
         x = StandardizedConv(conv.features, conv.kernel, conv.stride, pad, dtype=self.dtype,
                              name=f"conv{i + 1}")(x)
@@ -382,8 +419,7 @@ class FeatureExtractor(nn.Module):
                     bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                     name=f"conv{i + 1}")(x)
       x = nn.relu(x)
-      # The last pool is left to the caller: plain (coarse) or at every offset (SPEC A4).
-      if conv.pool != NO_POOL and i < last:
+      if pooled:
         x = pooling.max_pool(x, conv.pool)
     return x
 
