@@ -39,7 +39,9 @@ crops, 2026-12-01), tested at 160; 0.861, 0.567, 0.833 from the same checkpoint 
 (2026-12-02): the training took 12:36 / 14:15 wall; 0.9005, 0.633, 0.861 at seed 0 and 0.893,
 0.624, 0.855 at seed 1 there (README, "Training time, measured"). Freezing conv1-conv2 or
 conv1-conv3 (faster_rcnn.frozen_stages) with 3-3.5 epochs, to train in 10 minutes, lost 2.3-3.4
-points of AP@0.5.
+points of AP@0.5. With the faster backward passes of the same day (RoIAlign, max pools, the stem as
+one space-to-depth convolution; ~1.17x per step): 12:47 wall on that machine, which ran slower that
+afternoon; 0.902, 0.633, 0.862 at seed 0.
 """
 
 from overfeat_jax.config import base_config

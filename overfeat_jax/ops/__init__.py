@@ -14,6 +14,8 @@ Detection ops with torchvision's numbers (NHWC features; boxes (x1, y1, x2, y2) 
   roi_align(features, boxes, (h, w), spatial_scale, sampling_ratio, aligned, *,
             max_sampling_ratio) -> [R, h, w, C]
   batched_roi_align(features [B, H, W, C], boxes [B, R, 4], ...) -> [B, R, h, w, C]
+  conv_relu_max_pool(x [B, H, W, C], kernel [k, k, C, F], bias [F], pool)
+      -> [B, (H - k + 1) // pool, (W - k + 1) // pool, F]  (one space-to-depth convolution)
   anchors((H, W), stride, sizes, aspect_ratios, *, offset) -> float32 [H * W * A, 4]
   greedy_merge(boxes [N, 4], scores [N], valid [N], threshold) -> (merged_boxes float32 [N, 4],
                confidence float32 [N], merged_valid bool [N])  (OverFeat's merge, SPEC A5 (d))
@@ -48,6 +50,7 @@ from here, or as `from overfeat_jax.ops.nms import ...`.
 from overfeat_jax.ops.anchors import anchors, base_anchors
 from overfeat_jax.ops.boxes import (BBOX_XFORM_CLIP, DETECTOR_WEIGHTS, RPN_WEIGHTS, box_area,
                                     box_iou, clip_boxes, decode_boxes, encode_boxes, flip_boxes)
+from overfeat_jax.ops.conv_pool import conv_relu_max_pool
 from overfeat_jax.ops.merge import best_box, greedy_merge
 from overfeat_jax.ops.nms import PAD_INDEX, batched_nms, nms, num_kept
 from overfeat_jax.ops.proposals import Detections, Proposals, detect, merge_detections, propose
@@ -59,7 +62,7 @@ from overfeat_jax.ops.targets import (BACKGROUND, IGNORE, NEGATIVE, POSITIVE, Ro
 __all__ = [
     "BACKGROUND", "BBOX_XFORM_CLIP", "DETECTOR_WEIGHTS", "Detections", "IGNORE", "NEGATIVE",
     "PAD_INDEX", "POSITIVE", "Proposals", "RPN_WEIGHTS", "RoiTargets", "anchors", "base_anchors",
-    "batched_nms", "batched_roi_align", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
+    "batched_nms", "batched_roi_align", "conv_relu_max_pool", "best_box", "box_area", "box_iou", "clip_boxes", "decode_boxes",
     "default_max_sampling_ratio", "detect", "encode_boxes", "flip_boxes", "greedy_merge",
     "inside_image", "match_anchors", "merge_detections", "nms", "num_kept", "object_class_to_head",
     "propose", "roi_align", "roi_pool", "sample_fixed", "sample_fixed_indices", "sample_rois",
