@@ -4,7 +4,8 @@ torchvision.ops.roi_align compute them.
 Both take one image's features [H, W, C] and its boxes [R, 4] (x1, y1, x2, y2) in image pixels;
 `spatial_scale` maps them onto the feature map (1/16 for a stride-16 backbone). For a batch, vmap
 over images (torchvision's [K, 5] boxes with a batch index become per-image [R, 4] boxes, padded to
-a static R with a mask applied to the outputs). R = 0 is allowed.
+a static R with a mask applied to the outputs), or, for RoIAlign, call `batched_roi_align` on
+[B, H, W, C] and [B, R, 4]: the same numbers, a faster backward pass on a CPU. R = 0 is allowed.
 
 Static shapes:
 - roi_pool: a bin's extent depends on its box, so each bin's max is read from a table of block
@@ -300,8 +301,9 @@ def _weighted_gather(tables: jax.Array, cells: jax.Array, weights: jax.Array) ->
 
   The backward pass scatter-adds each image's samples into its own table, one chain of scatters
   per image and not one batched scatter: XLA:CPU runs a scatter on one thread, and independent ones
-  side by side (8 images x 128 RoIs of 7 x 7 x 2 x 2 samples on a 47 x 47 x 128 map: 45 ms instead
-  of 75, benchmarks/README.md). Its own transpose of the gathers is ~4x slower still.
+  side by side (8 images x 128 RoIs of 7 x 7 x 2 x 2 samples on a 47 x 47 x 128 map: 43 ms instead
+  of 76, benchmarks/README.md). The chains are unrolled in the program, one per image: meant for a
+  training batch, not for hundreds of images. Its own transpose of the gathers is ~4x slower still.
   """
   return jax.vmap(_corner_sum)(tables, cells, weights)
 
