@@ -128,6 +128,8 @@ def conv_relu_max_pool(x: jax.Array, kernel: jax.Array, bias: jax.Array, pool: i
 
 # Folding pays for thin layers only: p^2 C input channels up to this many. Wider layers already run
 # near a CPU's matmul speed, and folding multiplies their work by K'^2 p^2 / k^2 (1.44 for 5 x 5, 2).
+# The quickstart stems fold layers 1 (3 channels) and 2 (12); layer 1 is where the time is saved,
+# folding layer 2 as well measured the same within the noise (benchmarks/README.md).
 FOLD_MAX_CHANNELS = 64
 
 
