@@ -165,7 +165,7 @@ def test_prepared_dataset_round_trips_and_splits_are_disjoint(assets, digits_dat
     digit_ids[split] = set(ids)
     backgrounds[split] = {source[i]["background"].decode() for i in range(0, size, 10)}
     split_ids = dis.split_digit_ids(assets.digit_labels, split)
-    for i in range(0, size, size // 4):  # Records come back exactly as rendered (PNG is lossless).
+    for i in range(0, size, size // 4):  # Records come back exactly as rendered (raw pixels).
       record = source[i]
       digit_id = int(record["objects"]["digit_id"][0])
       ex = dis.render_example(assets, dis.CLASSIFICATION, split, int(np.searchsorted(split_ids, digit_id)))
