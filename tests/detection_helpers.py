@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from overfeat_jax.config import base_config
 
@@ -46,7 +48,5 @@ def tiny_detection_config(data_dir: str, classifier_workdir: str, *,
 def random_params(template, seed: int = 0, scale: float = 0.05):
   """Parameters of `template`'s shapes (a task's params_template), drawn N(0, scale^2): a model whose
   every layer passes signal, for tests of shapes and gradients."""
-  leaves, tree = jax.tree.flatten(template)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [scale * jax.random.normal(key, leaf.shape, leaf.dtype)
-                                   for key, leaf in zip(keys, leaves)])
+  rng = np.random.default_rng(seed)  # numpy: jax.random would compile a program per leaf shape
+  return jax.tree.map(lambda leaf: jnp.asarray(rng.normal(0.0, scale, leaf.shape), leaf.dtype), template)

@@ -169,7 +169,7 @@ def test_evaluation_outputs_on_an_object_store(bucket, monkeypatch, capsys):
 def test_features_and_an_export_on_an_object_store(bucket, tmp_path):
   config = shipped_configs.load(QUICKSTART)
   model = classification.model_from_config(config)
-  params = classification.init_params(model, jax.random.key(0))
+  params = jax.jit(lambda key: classification.init_params(model, key))(jax.random.key(0))  # one compile
   local_run = tmp_path / "run"  # checkpoints stay local
   checkpoint_io.save_params(str(local_run), params,
                             checkpoint_io.make_signature(classification.model_signature(config), params))

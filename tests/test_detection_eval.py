@@ -183,7 +183,8 @@ def test_pcr_scale_outputs_give_each_class_its_box():
   params = random_params(task.params_template(model))
   images = jax.random.normal(jax.random.key(1), (2, 64, 80, 3))
   hw = jnp.asarray([[64, 80], [64, 70]], jnp.int32)
-  probs, valid, boxes, grid = evaluator.scale_outputs(model, params, images, hw, scale=72, min_size=64)
+  outputs = jax.jit(lambda p, x, hw: evaluator.scale_outputs(model, p, x, hw, scale=72, min_size=64))
+  probs, valid, boxes, grid = outputs(params, images, hw)
   k = config.dataset.num_classes
   n = grid.valid.shape[1] * grid.valid.shape[2]
   assert probs.shape == (2, n, k + 1) and valid.shape == (2, n) and boxes.shape == (2, n, k, 4)

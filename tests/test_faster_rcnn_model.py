@@ -276,10 +276,12 @@ def test_unshared_features_give_the_rpn_its_own_backbone():
   assert nonzero(det["shared"]) and not nonzero(det["rpn_backbone"])
   # Once they differ, the proposals follow the RPN's backbone: another one, other proposals.
   images, image_hw = batch[:2]
-  noise = lambda x: x + 0.5 * jnp.std(x) * jax.random.normal(jax.random.key(0), x.shape)
-  moved = {**params, "rpn_backbone": jax.tree.map(noise, params["rpn_backbone"])}
-  before, after = (apply(model, p, images, image_hw, jnp.zeros((2,))).proposals.boxes
-                   for p in (params, moved))
+  # Jitted whole: eagerly, every leaf's shape would compile a random-number program of its own.
+  noise = jax.jit(lambda tree: jax.tree.map(
+      lambda x: x + 0.5 * jnp.std(x) * jax.random.normal(jax.random.key(0), x.shape), tree))
+  moved = {**params, "rpn_backbone": noise(params["rpn_backbone"])}
+  proposals = jax.jit(lambda p: model.apply({"params": p}, images, image_hw, jnp.zeros((2,))))
+  before, after = (proposals(p).proposals.boxes for p in (params, moved))
   assert not np.allclose(before, after)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 import numpy as np
 import pytest
 
@@ -203,7 +202,7 @@ def test_init_schemes():
                              ("he", lambda fan_in: np.sqrt(2.0 / fan_in))]:
     model = OverFeat(arch, num_classes=10, weight_init=init)
     key = jax.random.key(0, impl="rbg")
-    params = model.init(key, jnp.zeros((1, s, s, 3)), train=False)["params"]
+    params = jax.jit(lambda k: model.init(k, jnp.zeros((1, s, s, 3)), train=False))(key)["params"]
     kernel = np.asarray(params["classifier"]["fc6"]["kernel"])  # 6*6*32*96 weights
     fan_in = np.prod(kernel.shape[:3])
     assert abs(kernel.mean()) < 0.02 * expected_std(fan_in)
@@ -243,10 +242,12 @@ def test_fully_connected_conv_is_a_valid_convolution(kernel, size):
   """The im2col arithmetic of the FC layers equals XLA's VALID convolution with the same kernel."""
   from overfeat_jax.models.overfeat import FullyConnectedConv
 
-  layer = FullyConnectedConv(6, kernel, kernel_init=nn.initializers.normal(1.0))
-  x = jax.random.normal(jax.random.key(1), (2, *size, 4))
-  params = layer.init(jax.random.key(2), x)["params"]
-  params = {"kernel": params["kernel"], "bias": jax.random.normal(jax.random.key(3), (6,))}
+  layer = FullyConnectedConv(6, kernel, kernel_init=jax.nn.initializers.normal(1.0))  # shapes only
+  rng = np.random.default_rng(kernel)  # numpy: eager jax.random compiles a program per shape
+  x = jnp.asarray(rng.standard_normal((2, *size, 4)), jnp.float32)
+  kernel_shape = jax.eval_shape(layer.init, jax.random.key(2), x)["params"]["kernel"].shape
+  params = {"kernel": jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32),
+            "bias": jnp.asarray(rng.standard_normal(6), jnp.float32)}
   got = layer.apply({"params": params}, x)
   want = jax.lax.conv_general_dilated(x, params["kernel"], (1, 1), "VALID",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["bias"]
