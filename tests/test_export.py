@@ -199,9 +199,9 @@ def test_exported_detector_runs_in_a_fresh_process_like_the_model(tmp_path):
   # The model's own test-time outputs on the pipeline's normalisation (zeros outside each image).
   normalized = transforms.normalize(images, config.input.mean, config.input.std)
   normalized[1, 50:], normalized[1, :, 70:] = 0.0, 0.0
-  expected = faster_rcnn.predict(model, params, {"image": normalized, "size": sizes,
-                                                 "scale": np.ones((2, 2), np.float32)},
-                                 min_size_original=config.faster_rcnn.proposal_min_size)
+  predict = jax.jit(lambda p, batch: faster_rcnn.predict(  # jitted: op by op takes many times longer
+      model, p, batch, min_size_original=config.faster_rcnn.proposal_min_size))
+  expected = predict(params, {"image": normalized, "size": sizes, "scale": np.ones((2, 2), np.float32)})
   assert np.asarray(expected["valid"]).sum() > 10  # real detections are compared, not padding
   for n in (1, 2):
     valid = np.asarray(expected["valid"])[:n]
