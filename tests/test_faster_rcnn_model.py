@@ -32,9 +32,16 @@ def init(model: fr.FasterRCNN, seed: int):
       jax.random.key(seed))
 
 
+_JITTED: dict = {}  # (id(model), keywords) -> (model, its jitted apply); the model kept alive
+
+
 def apply(model: fr.FasterRCNN, params, *args, **kwargs):
-  """model.apply jitted, keyword arguments static."""
-  return jax.jit(lambda p, *a: model.apply({"params": p}, *a, **kwargs))(params, *args)
+  """model.apply jitted, keyword arguments static: one jitted function per model and keywords, so
+  that a test's calls of the same shapes compile once."""
+  key = (id(model), tuple(sorted(kwargs.items())))
+  if key not in _JITTED:
+    _JITTED[key] = (model, jax.jit(lambda p, *a: model.apply({"params": p}, *a, **kwargs)))
+  return _JITTED[key][1](params, *args)
 
 
 def images_and_boxes(batch: int = 2, size: int = 64):
