@@ -72,6 +72,7 @@ def study(digits_detection_data_dir, classifier, tmp_path_factory):
   return workdir, argv, output
 
 
+@pytest.mark.slow  # minutes on 2 cores: out of the default run (README, "The tests")
 def test_the_table_has_every_row_and_the_test_time_rows_share_one_model(study):
   workdir, _, output = study
   table = json.load(open(os.path.join(workdir, "ablations.json")))
@@ -106,6 +107,7 @@ def test_the_table_has_every_row_and_the_test_time_rows_share_one_model(study):
   assert rows["shared"]["paper"] == "59.9" and rows["no_reg"]["paper"] == "52.1"
 
 
+@pytest.mark.slow  # minutes on 2 cores: out of the default run (README, "The tests")
 def test_a_rerun_keeps_the_finished_trainings_and_rows(study):
   workdir, argv, _ = study
   row_files = sorted(os.listdir(os.path.join(workdir, "rows")))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "determinism_run.py")
 
@@ -51,6 +52,7 @@ def test_classification_same_seed_same_bits_other_seed_other_numbers(tmp_path):
   assert set(differing_leaves(first, other)) >= set(floats)
 
 
+@pytest.mark.slow  # minutes on 2 cores: out of the default run (README, "The tests")
 def test_faster_rcnn_same_seed_same_bits(tmp_path, digits_detection_data_dir):
   first = train_in_a_process(tmp_path, "first", "faster_rcnn", 0, digits_detection_data_dir)
   second = train_in_a_process(tmp_path, "second", "faster_rcnn", 0, digits_detection_data_dir)

@@ -128,6 +128,7 @@ def assert_all_cells_ran(notebook: nbformat.NotebookNode) -> None:
       assert not [o for o in c.outputs if o.output_type == "error"], c.id
 
 
+@pytest.mark.slow  # minutes on 2 cores: out of the default run (README, "The tests")
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch, digits_data_dir):
   notebook = execute(tmp_path, monkeypatch, WORKDIR=str(tmp_path / "work"), DATA_DIR=digits_data_dir,
                      STEPS=3, LOCALIZATION_STEPS=2, PICTURES=PICTURES, SHARED_OVERRIDES=SHARED,
