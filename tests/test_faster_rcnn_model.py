@@ -287,8 +287,8 @@ def test_unshared_features_give_the_rpn_its_own_backbone():
   noise = jax.jit(lambda tree: jax.tree.map(
       lambda x: x + 0.5 * jnp.std(x) * jax.random.normal(jax.random.key(0), x.shape), tree))
   moved = {**params, "rpn_backbone": noise(params["rpn_backbone"])}
-  proposals = jax.jit(lambda p: model.apply({"params": p}, images, image_hw, jnp.zeros((2,))))
-  before, after = (proposals(p).proposals.boxes for p in (params, moved))
+  before, after = (apply(model, p, images, image_hw, jnp.zeros((2,))).proposals.boxes
+                   for p in (params, moved))
   assert not np.allclose(before, after)
 
 
