@@ -42,6 +42,7 @@ def tiny_config(data_dir: str, classifier: str = "", **faster_rcnn):
   config.input.max_size = 96
   config.input.batch_size = 4
   config.input.eval_batch_size = 8
+  config.input.aspect_buckets = (2.0,)  # one canvas: one compiled program per function
   config.model.width = 1 / 32
   f = config.faster_rcnn
   f.backbone_init, f.backbone_weights = ("classifier", classifier) if classifier else ("none", "")
