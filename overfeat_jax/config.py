@@ -58,6 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
   # the long side is max_size); paper (SPEC B5): 600 / 1000. The embedded images are 128-192 px.
   c.input.min_size = 128
   c.input.max_size = 224
+  # Detection training only: each image's short side drawn uniformly from these (multi-scale
+  # training, py-faster-rcnn's TRAIN.SCALES), then, where that would not fit its shape bucket's
+  # canvas (the canvases stay those of min_size, so a step costs the same), shrunk until it fits.
+  # () = min_size for every image.
+  c.input.train_min_sizes = ()
   # Detection batches' shape buckets (one compiled program each), as eval.aspect_buckets: increasing
   # long / short bounds; a batch holds one bucket, its images padded bottom / right into its canvas.
   c.input.aspect_buckets = (1.25, 2.0)
@@ -565,6 +570,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.max_boxes": (_positive, "expected > 0"),
     "input.min_size": (_positive, "expected > 0"),
     "input.max_size": (_positive, "expected > 0"),
+    "input.train_min_sizes": (lambda v: all(int(x) > 0 for x in v), "expected sizes > 0 (() = input.min_size)"),
     "input.aspect_buckets": (_aspect_bounds_ok,
                              "expected strictly increasing long/short ratios, the first >= 1"),
     "input.num_workers": (_non_negative, "expected >= 0"),
@@ -705,6 +711,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
   require(config.input.max_size >= config.input.min_size, "input.max_size",
           f"must be >= input.min_size={config.input.min_size}")
+  require(all(s <= config.input.max_size for s in config.input.train_min_sizes), "input.train_min_sizes",
+          f"must each be <= input.max_size={config.input.max_size}")
+  # The OverFeat tasks resize their batches on device from input.min_size (their own train_scales).
+  require(not config.input.train_min_sizes or config.task == "faster_rcnn", "input.train_min_sizes",
+          f"is for task 'faster_rcnn' (task {config.task!r} has its own training scales)")
   require(config.train.num_epochs > 0 or config.train.max_steps > 0, "train.num_epochs",
           "expected > 0 (or train.max_steps > 0)")
   num_scales = len(config.eval.scales)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -338,6 +339,43 @@ def test_a_flip_mirrors_the_image_and_moves_the_box_exactly():
                                   plain["image"][:h, c1:c2][:, ::-1])
     for key in ("size", "original_size", "scale", "box_labels", "box_valid", "difficult"):
       np.testing.assert_array_equal(flipped[key], plain[key])
+
+
+def test_multi_scale_training_draws_each_short_side_and_fits_the_canvas(painted_config):
+  sizes = (56, 64, 80)
+  config = painted_config(n=40, random_flip=True, train_min_sizes=sizes)
+  plain_config = painted_config(n=40, random_flip=True)
+  source = PaintedBoxes(40)
+  loader, plain = detection.detection_train_loader(config), detection.detection_train_loader(plain_config)
+  seen = set()
+  for batch, same in zip(itertools.islice(iter(loader), 3 * loader.steps_per_epoch), iter(plain)):
+    # The draw comes after the order and the flips: the same images, buckets and flips as without it.
+    np.testing.assert_array_equal(batch["image_id"], same["image_id"])
+    np.testing.assert_array_equal(batch["bucket"], same["bucket"])
+    canvas = CANVASES[int(batch["bucket"][0])]
+    for j in range(len(batch["size"])):
+      (h, w), (oh, ow) = batch["size"][j], batch["original_size"][j]
+      short = min(h, w)
+      assert h <= canvas[0] and w <= canvas[1] and max(h, w) <= MAX_SIZE
+      # The drawn short side, or the long side at max_size, or shrunk to the canvas (then touching it).
+      drawn = [s for s in sizes if round(min(oh, ow) * min(s / min(oh, ow), MAX_SIZE / max(oh, ow)))
+               in (h, w) and (short == s or max(h, w) == MAX_SIZE)]
+      assert drawn or h == canvas[0] or w == canvas[1], (h, w, oh, ow)
+      seen.update(drawn)
+      i = int(batch["image_id"][j])
+      if source.box(i) is not None:  # The box follows the resize exactly.
+        np.testing.assert_allclose(batch["boxes"][j, 0], _painted_mask_box(batch["image"][j]), atol=1.0)
+  assert seen == set(sizes)
+
+
+def test_fit_in_canvas_hand_computed():
+  # 150 x 180 at short side 200 is 200 x 240; the 200 x 200 canvas takes it at 167 x 200.
+  np.testing.assert_array_equal(buckets.fit_in_canvas((150, 180), np.array([200, 240]), (200, 200)),
+                                [167, 200])
+  np.testing.assert_array_equal(buckets.fit_in_canvas((150, 180), np.array([160, 192]), (200, 200)),
+                                [160, 192])  # it fits: unchanged
+  np.testing.assert_array_equal(buckets.fit_in_canvas((100, 300), np.array([80, 240]), (64, 240)),
+                                [64, 192])
 
 
 def test_two_hosts_share_each_global_batch(painted_config):

@@ -170,6 +170,17 @@ def min_max_size(hw: Any, min_size: int, max_size: int, xp: Any = np) -> Any:
   return xp.maximum(1, xp.round(hw * factor[..., None])).astype(xp.int32)
 
 
+def fit_in_canvas(hw: Sequence[int], size: np.ndarray, canvas: Sequence[int]) -> np.ndarray:
+  """int32 [2]: `size` (an image of original (height, width) `hw` resized, aspect kept) shrunk,
+  aspect kept, until it fits `canvas` (height, width): the largest such size, rounded; `size` itself
+  when it already fits (multi-scale training, `data.detection`)."""
+  if size[0] <= canvas[0] and size[1] <= canvas[1]:
+    return size
+  factor = min(canvas[0] / hw[0], canvas[1] / hw[1])
+  fitted = np.maximum(1, np.round(np.asarray(hw, np.float64) * factor))
+  return np.minimum(fitted, canvas).astype(np.int32)
+
+
 def detection_canvases(bounds: Sequence[float], min_size: int, max_size: int
                        ) -> tuple[tuple[int, int], ...]:
   """(height, width) of each bucket's canvas for images resized by `min_max_size`.

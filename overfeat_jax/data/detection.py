@@ -15,7 +15,10 @@ config.input.max_size; SPEC B5: 600 / 1000), in training flipped left to right w
 when config.input.random_flip (the boxes move with it: x1' = w - x2, x2' = w - x1 in the resized
 width w), then padded at the bottom and right into the canvas of its shape bucket
 (`buckets.make_buckets(config.input.aspect_buckets)`, canvases `buckets.detection_canvases`). A
-batch holds one bucket, so a jitted step compiles one program per bucket.
+batch holds one bucket, so a jitted step compiles one program per bucket. Multi-scale training
+(config.input.train_min_sizes, py-faster-rcnn's TRAIN.SCALES): each training image's short side is
+drawn from those sizes instead of min_size, and the image shrunk, aspect kept, where it would not
+fit its canvas (the canvases stay those of min_size, so a step costs what it did).
 
 Batches of both loaders (B = the host's batch, M = config.input.max_boxes, (Hb, Wb) the canvas):
   image          [B, Hb, Wb, 3] float32, normalised ((x / 255 - mean) / std); zeros outside each
@@ -80,7 +83,9 @@ PAD_IMAGE_ID = -1  # `image_id` of a padding example (its `valid` entry is False
 _MAX_IMAGE_ID = 2**31 - 1  # Image ids travel as int32 (jax's default integer type).
 _SHOWN_IDS = 5  # Image ids a warning names.
 
-Slot = tuple[int, int, bool]  # (record index or transforms.PAD_INDEX, shape bucket, flip)
+# (record index or transforms.PAD_INDEX, shape bucket, flip[, short side]): the optional short side
+# (input.train_min_sizes' draw) replaces input.min_size for that example.
+Slot = tuple[int, int, bool] | tuple[int, int, bool, int]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,18 +179,20 @@ class DetectionRecords:
   def __len__(self) -> int:
     return len(self.slots)
 
-  def __getitem__(self, position: int) -> tuple[int, Any, int, bool]:
-    index, bucket, flip = self.slots[position]
+  def __getitem__(self, position: int) -> tuple[Any, ...]:
+    index, *rest = self.slots[position]
     record = transforms.PADDING if index == transforms.PAD_INDEX else self.source[index]
-    return index, record, bucket, flip
+    return (index, record, *rest)
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectionTransform(grain.transforms.Map):
-  """(index, record or PADDING, bucket, flip) -> one example of a detection batch (uint8 image).
+  """(index, record or PADDING, bucket, flip[, short side]) -> one example of a detection batch
+  (uint8 image).
 
   The keys and rules are the module docstring's, per example (no leading B). A padding example is a
-  blank canvas with size = original_size = the canvas, scale 1 and no boxes.
+  blank canvas with size = original_size = the canvas, scale 1 and no boxes. A short side given in
+  the element replaces `min_size`, and the image is then shrunk where needed to fit the canvas.
   """
 
   spec: DatasetSpec
@@ -194,8 +201,8 @@ class DetectionTransform(grain.transforms.Map):
   max_size: int
   max_boxes: int
 
-  def map(self, element: tuple[int, Any, int, bool]) -> dict[str, np.ndarray]:
-    index, record, bucket, flip = element
+  def map(self, element: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    index, record, bucket, flip, *short_side = element
     image = np.zeros(self.canvases[bucket] + (3,), np.uint8)  # [Hb, Wb, 3]
     if record is transforms.PADDING:
       canvas = np.array(self.canvases[bucket], np.int32)
@@ -206,7 +213,9 @@ class DetectionTransform(grain.transforms.Map):
               "image_id": np.int32(PAD_IMAGE_ID), "bucket": np.int32(bucket), "valid": np.bool_(False)}
     example = transforms.decode_example(record, self.spec)
     h, w = example["image"].shape[:2]
-    size = buckets.min_max_size((h, w), self.min_size, self.max_size)  # [2] int32, fits the canvas.
+    size = buckets.min_max_size((h, w), short_side[0] if short_side else self.min_size,
+                                self.max_size)  # [2] int32
+    size = buckets.fit_in_canvas((h, w), size, self.canvases[bucket])  # (at min_size it fits)
     crop = transforms.whole_image(h, w, size)
     resized = transforms.apply_crop(example["image"], crop)  # [h', w', 3]
     keep = transforms.nonempty_boxes(example["boxes"])
@@ -228,7 +237,8 @@ class DetectionTransform(grain.transforms.Map):
 # Training order (module docstring).
 
 def epoch_batches(bucket_ids: np.ndarray, num_buckets: int, global_batch: int, seed: int,
-                  epoch: int, random_flip: bool) -> tuple[np.ndarray, np.ndarray]:
+                  epoch: int, random_flip: bool, min_sizes: Sequence[int] = ()
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
   """One epoch's global training batches, each of one shape bucket (module docstring).
 
   Args:
@@ -236,9 +246,11 @@ def epoch_batches(bucket_ids: np.ndarray, num_buckets: int, global_batch: int, s
     num_buckets: the number of buckets; global_batch: B.
     seed, epoch: the epoch's rng is seeded with (seed, epoch).
     random_flip: draw a flip per example (else none is flipped).
+    min_sizes: draw each example's short side from these, uniformly (after the flips, so that
+      without them the batches and flips are the same).
   Returns:
     indices int64 [S, B]: the records of each batch, S = sum over buckets of (count // B);
-    flips bool [S, B].
+    flips bool [S, B]; short sides int64 [S, B], or None without `min_sizes`.
   """
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(bucket_ids))
@@ -249,7 +261,8 @@ def epoch_batches(bucket_ids: np.ndarray, num_buckets: int, global_batch: int, s
     batches.append(members[:whole * global_batch].reshape(whole, global_batch))
   indices = np.concatenate(batches)[rng.permutation(sum(len(b) for b in batches))]
   flips = rng.random(indices.shape) < 0.5 if random_flip else np.zeros(indices.shape, bool)
-  return indices.astype(np.int64), flips
+  sizes = rng.choice(np.asarray(min_sizes, np.int64), indices.shape) if len(min_sizes) else None
+  return indices.astype(np.int64), flips, sizes
 
 
 class TrainSchedule:
@@ -261,7 +274,8 @@ class TrainSchedule:
   """
 
   def __init__(self, bucket_ids: Sequence[int], num_buckets: int, global_batch: int, *,
-               process_index: int, process_count: int, seed: int, random_flip: bool):
+               process_index: int, process_count: int, seed: int, random_flip: bool,
+               min_sizes: Sequence[int] = ()):
     self.bucket_ids = np.asarray(bucket_ids, np.int64)
     self.num_buckets = num_buckets
     self.global_batch = global_batch
@@ -269,19 +283,20 @@ class TrainSchedule:
     self.first_slot = process_index * self.host_batch
     self.seed = seed
     self.random_flip = random_flip
+    self.min_sizes = tuple(int(v) for v in min_sizes)
     counts = np.bincount(self.bucket_ids, minlength=num_buckets)
     self.steps_per_epoch = int((counts // global_batch).sum())
-    self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
   def __len__(self) -> int:
     return sys.maxsize - sys.maxsize % self.host_batch  # Endless, in whole batches.
 
-  def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """`epoch_batches(...)` of one epoch (cached)."""
     cached = self._epochs.get(epoch)
     if cached is None:
       cached = epoch_batches(self.bucket_ids, self.num_buckets, self.global_batch, self.seed, epoch,
-                             self.random_flip)
+                             self.random_flip, self.min_sizes)
       self._epochs[epoch] = cached
       for old in [e for e in list(self._epochs) if e < epoch - 1]:
         self._epochs.pop(old, None)
@@ -290,9 +305,11 @@ class TrainSchedule:
   def __getitem__(self, position: int) -> Slot:
     step, j = divmod(position, self.host_batch)
     epoch, row = divmod(step, self.steps_per_epoch)
-    indices, flips = self.epoch(epoch)
-    index = int(indices[row, self.first_slot + j])
-    return index, int(self.bucket_ids[index]), bool(flips[row, self.first_slot + j])
+    indices, flips, sizes = self.epoch(epoch)
+    column = self.first_slot + j
+    index = int(indices[row, column])
+    slot = (index, int(self.bucket_ids[index]), bool(flips[row, column]))
+    return slot if sizes is None else slot + (int(sizes[row, column]),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,7 +468,8 @@ def detection_train_loader(config: ml_collections.ConfigDict, *, process_index: 
                       process_index=process_index, process_count=process_count)
   schedule = TrainSchedule(split.bucket_ids, len(split.shape_buckets), global_batch,
                            process_index=process_index, process_count=process_count,
-                           seed=config.seed, random_flip=bool(config.input.random_flip))
+                           seed=config.seed, random_flip=bool(config.input.random_flip),
+                           min_sizes=tuple(config.input.train_min_sizes))
   what = split.summary.what
   if schedule.steps_per_epoch == 0:
     raise DataError(
