@@ -570,7 +570,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "input.max_boxes": (_positive, "expected > 0"),
     "input.min_size": (_positive, "expected > 0"),
     "input.max_size": (_positive, "expected > 0"),
-    "input.train_min_sizes": (lambda v: all(int(x) > 0 for x in v), "expected sizes > 0 (() = input.min_size)"),
+    "input.train_min_sizes": (lambda v: all(int(x) > 0 for x in v),
+                              "expected sizes > 0 (() = input.min_size)"),
     "input.aspect_buckets": (_aspect_bounds_ok,
                              "expected strictly increasing long/short ratios, the first >= 1"),
     "input.num_workers": (_non_negative, "expected >= 0"),
@@ -711,8 +712,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"must be >= input.crop_size={config.input.crop_size} so that the centre crop fits")
   require(config.input.max_size >= config.input.min_size, "input.max_size",
           f"must be >= input.min_size={config.input.min_size}")
-  require(all(s <= config.input.max_size for s in config.input.train_min_sizes), "input.train_min_sizes",
-          f"must each be <= input.max_size={config.input.max_size}")
+  require(all(s <= config.input.max_size for s in config.input.train_min_sizes),
+          "input.train_min_sizes", f"must each be <= input.max_size={config.input.max_size}")
   # The OverFeat tasks resize their batches on device from input.min_size (their own train_scales).
   require(not config.input.train_min_sizes or config.task == "faster_rcnn", "input.train_min_sizes",
           f"is for task 'faster_rcnn' (task {config.task!r} has its own training scales)")

@@ -66,9 +66,9 @@ def test_paper_configs_follow_spec_a3():
     ("eval.pictures", -1, "eval.pictures"),
     ("input.min_size", 0, "input.min_size"),
     ("input.max_size", 100, "input.max_size"),
-    ("input.train_min_sizes", (128, 0), "input.train_min_sizes"),
-    ("input.train_min_sizes", (128, 300), "input.train_min_sizes"),
-    ("input.train_min_sizes", (128, 160), "input.train_min_sizes"),  # task classification
+    ("input.train_min_sizes", (128, 0), "expected sizes > 0"),
+    ("input.train_min_sizes", (128, 300), "must each be <= input.max_size=224"),
+    ("input.train_min_sizes", (128, 160), "is for task 'faster_rcnn'"),  # base_config: classification
     ("input.aspect_buckets", (1.5, 1.5), "input.aspect_buckets"),
     ("seed", -1, "seed"),
     ("task", "segmentation", "task"),
