@@ -78,7 +78,7 @@ def launch(*args, **kwargs) -> list[tuple[int, str, str]]:
 
 
 # gloo's connection notice, and its count where it follows ("... peer ranks is : 3").
-GLOO_NOTICE = re.compile(r"\[Gloo\]\s*Rank\s+\d+\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s*Expected"
+GLOO_NOTICE = re.compile(r"\[Gloo\]\s*Rank\s*\d*\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s*Expected"
                          r"\s+number\s+of\s+connected\s+peer\s+ranks\s+is\s*:(\s*\d+)?")
 
 
@@ -89,7 +89,8 @@ def ours(stdout: str) -> list[str]:
   then the first "3" on a line of its own). So the notices are removed with the counts that follow
   them, and then the lines left holding only a count (our code never prints a bare number). A notice
 can also land inside another's text ("[Gloo] Rank 0 is connected to [Gloo] Rank 1 ... is : 3 1 peer
-ranks. ..."): removing the inner one completes the outer, so the removal repeats until none is left."""
+ranks. ..."): removing the inner one completes the outer, so the removal repeats until none is left;
+landing just before the outer one's rank, its count takes that rank along, so the rank is optional."""
   while True:
     stdout, found = GLOO_NOTICE.subn("", stdout)
     if not found:
@@ -103,6 +104,10 @@ def test_ours_drops_gloo_notices_split_or_nested_and_keeps_our_lines():
   nested = notice.format(0).replace("1 peer", notice.format(1) + " 1 peer", 1)
   split = notice.format(1)[:-1] + notice.format(0) + "\n1\n"
   assert ours(nested + "\n" + split + "step 1/3  loss 2.3\n") == ["step 1/3  loss 2.3"]
+  # One landing between "Rank " and the rank: its count and the rank read as one number ("is : 31"),
+  # so removing it takes the rank too (seen in fresh-ci: "[Gloo] Rank  is connected to 3 ...").
+  inside_rank = notice.format(0).replace("Rank 0", "Rank " + notice.format(3) + "0", 1)
+  assert ours(inside_rank + "\nstep 2/3\n") == ["step 2/3"]
   assert ours("[Gloo] Rank 0 is connected to\n") == ["[Gloo] Rank 0 is connected to"]  # not a notice
 
 
