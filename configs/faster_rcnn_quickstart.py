@@ -43,9 +43,9 @@ conv1-conv3 (faster_rcnn.frozen_stages) with 3-3.5 epochs, to train in 10 minute
 points of AP@0.5. With the faster backward passes of the same day (RoIAlign, max pools, the stem as
 one space-to-depth convolution; ~1.17x per step): 12:47 wall on that machine, which ran slower that
 afternoon; 0.902, 0.633, 0.862 at seed 0. At lr 0.04 instead of 0.02 (2026-12-03, the same kind of
-machine, the same classifier checkpoint, the same cost per step): 0.912, 0.647, 0.870 at seed 0 and
-0.903, 0.640, 0.863 at seed 1 (0.02 on that kind of machine: 0.900-0.902 / 0.893 at seeds 0 / 1;
-0.906 / 0.903 on the slower AVX2 one).
+machine, the classifier checkpoint of README "The learning rate", the same cost per step): 0.912,
+0.647, 0.870 at seed 0 and 0.903, 0.640, 0.863 at seed 1 (0.02 on that kind of machine:
+0.900-0.902 / 0.893 at seeds 0 / 1; 0.906 / 0.903 on the slower AVX2 one).
 """
 
 from overfeat_jax.config import base_config
