@@ -249,6 +249,10 @@ def base_config() -> ml_collections.ConfigDict:
   # SPEC B5: "approximate_joint" (proposals are constants), "joint" (gradients through the proposal
   # coordinates; needs roi_op "align") or "alternating" (4 stages, faster_rcnn.alternating).
   f.training = "approximate_joint"
+  # Exact joint training only: the factor on the gradient that reaches the RPN through the proposal
+  # coordinates (the forward pass is unchanged). 1 = the exact gradient; 0 = approximate joint
+  # training's. On the quickstart it is 35-95x the RPN's own on the delta layer (README "Ablations").
+  f.joint_box_gradient_scale = 1.0
   f.anchor_sizes = (128, 256, 512)  # Anchor sizes, sqrt of the area in network-input pixels (SPEC B1).
   f.anchor_ratios = (0.5, 1.0, 2.0)  # Anchor aspect ratios, height / width (SPEC B1).
   f.rpn_channels = 0  # The RPN's 3x3 conv width; 0 = the backbone's channels (512 VGG-16, 256 ZF).
@@ -534,6 +538,7 @@ _FASTER_RCNN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "faster_rcnn.bg_iou": (lambda v: len(v) == 2 and 0.0 <= v[0] <= v[1] <= 1.0,
                            "expected (low, high) with 0 <= low <= high <= 1"),
     "faster_rcnn.detector_lambda": (_non_negative, "expected >= 0"),
+    "faster_rcnn.joint_box_gradient_scale": (_non_negative, "expected >= 0"),
     "faster_rcnn.test.size_factor": (_positive, "expected > 0 (1.0 = test at the training sizes)"),
     "faster_rcnn.test.extra_size_factors": (lambda v: all(x > 0 for x in v),
                                             "expected factors > 0 (may be empty)"),

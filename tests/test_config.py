@@ -70,6 +70,7 @@ def test_paper_configs_follow_spec_a3():
     ("input.train_min_sizes", (128, 300), "must each be <= input.max_size=224"),
     ("input.train_min_sizes", (128, 160), "is for task 'faster_rcnn'"),  # base_config: classification
     ("input.aspect_buckets", (1.5, 1.5), "input.aspect_buckets"),
+    ("faster_rcnn.joint_box_gradient_scale", -0.1, "faster_rcnn.joint_box_gradient_scale"),
     ("seed", -1, "seed"),
     ("task", "segmentation", "task"),
 ])

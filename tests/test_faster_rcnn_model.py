@@ -182,7 +182,7 @@ def test_detector_gradient_reaches_the_rpn_deltas_only_in_exact_joint_training()
   params = init(model, 1)
   batch = images_and_boxes()
 
-  def detector_loss(p, joint):
+  def detector_loss(p, joint, model=model):
     terms = losses_of(model, p, batch, joint=joint)
     return terms.det_cls + terms.det_reg
 
@@ -195,6 +195,22 @@ def test_detector_gradient_reaches_the_rpn_deltas_only_in_exact_joint_training()
     assert np.abs(np.asarray(grads["box_head"]["fc6"]["kernel"])).sum() > 0  # the detector learns
   # The forward pass is the same in both schemes.
   np.testing.assert_allclose(float(results[False][0]), float(results[True][0]), rtol=1e-6)
+  # joint_box_gradient_scale scales that gradient alone: not the loss, nor the detector's own.
+  scaled_model = tiny_model("align", joint_box_gradient_scale=0.25)
+  value, scaled = jax.jit(jax.value_and_grad(lambda p: detector_loss(p, True, scaled_model)))(params)
+  assert float(value) == float(results[True][0])
+  np.testing.assert_allclose(scaled["rpn"]["deltas"]["kernel"],
+                             0.25 * np.asarray(results[True][1]["rpn"]["deltas"]["kernel"]),
+                             rtol=1e-4, atol=1e-9)
+  np.testing.assert_allclose(scaled["box_head"]["fc6"]["kernel"],
+                             results[True][1]["box_head"]["fc6"]["kernel"], rtol=1e-5, atol=1e-7)
+
+
+def test_scale_gradient_keeps_the_value_and_scales_the_gradient():
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(5, 4)) * 100, jnp.float32)
+  np.testing.assert_array_equal(fr.scale_gradient(x, 0.3), x)  # bit for bit
+  grad = jax.grad(lambda v: jnp.sum(jnp.sin(fr.scale_gradient(v, 0.3))))(x)
+  np.testing.assert_allclose(grad, 0.3 * np.cos(np.asarray(x)), rtol=1e-6, atol=1e-7)
 
 
 def test_images_without_boxes_and_with_every_proposal_suppressed():

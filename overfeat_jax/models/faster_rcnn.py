@@ -30,7 +30,8 @@ Choices where the paper leaves one:
 Training schemes (SPEC B5), `losses(..., joint=...)`: approximate joint training (joint=False) feeds
 the detector `stop_gradient(proposals)`; exact joint training (joint=True) lets the detector loss
 reach the RPN's delta layer through the proposal coordinates — only RoIAlign is differentiable in
-them (RoI max pooling rounds the coordinates), so `joint` requires roi_op "align". 4-step
+them (RoI max pooling rounds the coordinates), so `joint` requires roi_op "align" — scaled by
+Settings.joint_box_gradient_scale (1: exact). 4-step
 alternating training computes one half at a time (`losses(..., rpn=..., detector=...)`), its step 2
 on another network's proposals (`train_proposals`, passed as `proposals=`); tasks/faster_rcnn.py
 runs the steps.
@@ -98,6 +99,8 @@ class Settings:
     head_hidden: the two FC layers' width (4096 for VGG-16).
     num_rois, fg_fraction, fg_iou, bg_iou: RoI sampling per image (SPEC B4).
     detector_lambda: weight of the detector's box loss.
+    joint_box_gradient_scale: exact joint training's factor on the gradient through the proposal
+      coordinates (1: the exact gradient; the forward pass does not change).
     score_threshold, detection_nms_iou, max_detections: test-time detections (SPEC B4).
   """
   num_classes: int
@@ -129,6 +132,7 @@ class Settings:
   fg_iou: float = 0.5
   bg_iou: tuple[float, float] = (0.1, 0.5)
   detector_lambda: float = 1.0
+  joint_box_gradient_scale: float = 1.0
   score_threshold: float = 0.05
   detection_nms_iou: float = 0.3
   max_detections: int = 100
@@ -151,6 +155,13 @@ class Settings:
 
 # ----------------------------------------------------------------------------------------------
 # Losses (pure; one image each unless said otherwise).
+
+def scale_gradient(x: jax.Array, factor: float) -> jax.Array:
+  """x unchanged (bit for bit) in the forward pass; its gradient times `factor` in the backward one
+  (`x - stop_gradient(x)` is exactly 0 and carries x's gradient)."""
+  constant = jax.lax.stop_gradient(x)
+  return constant + factor * (x - constant)
+
 
 def smooth_l1(x: jax.Array) -> jax.Array:
   """Elementwise smooth L1 (SPEC B2): 0.5 x^2 where |x| < 1, |x| - 0.5 elsewhere."""
@@ -498,6 +509,9 @@ class FasterRCNN(nn.Module):
                                    nms_iou=s.proposal_nms_iou)
       if not (joint and own):  # approximate joint training: constants (SPEC B5 2)
         proposals = proposals._replace(boxes=jax.lax.stop_gradient(proposals.boxes))
+      elif s.joint_box_gradient_scale != 1.0:
+        proposals = proposals._replace(
+            boxes=scale_gradient(proposals.boxes, s.joint_box_gradient_scale))
       det_cls, det_reg, fg = self.detector_losses(features, proposals, gt_boxes, gt_labels, gt_valid)
       num_proposals = jnp.mean(jnp.sum(proposals.valid, axis=1).astype(jnp.float32))
     return Losses(rpn_cls=rpn_cls, rpn_reg=rpn_reg, det_cls=det_cls, det_reg=det_reg,
@@ -564,5 +578,5 @@ def params_template(model: FasterRCNN) -> Any:
 
 __all__ = ["BACKBONES", "BoxHead", "FasterRCNN", "Losses", "Outputs", "PROPOSAL_RANKINGS", "RPNHead",
            "RPN_BACKBONE", "RpnTargets", "SHARED", "Settings", "anchor_boxes", "detector_loss",
-           "init_params", "params_template", "pool_rois", "rpn_loss", "rpn_targets", "smallest_input",
-           "smooth_l1"]
+           "init_params", "params_template", "pool_rois", "rpn_loss", "rpn_targets", "scale_gradient",
+           "smallest_input", "smooth_l1"]

@@ -85,6 +85,7 @@ def settings_from_config(config: ml_collections.ConfigDict) -> Settings:
       roi_op=f.roi_op, roi_size=f.roi_size, roi_sampling_ratio=f.roi_sampling_ratio,
       head_hidden=f.head_hidden, num_rois=f.num_rois, fg_fraction=f.fg_fraction, fg_iou=f.fg_iou,
       bg_iou=tuple(float(v) for v in f.bg_iou), detector_lambda=f.detector_lambda,
+      joint_box_gradient_scale=f.joint_box_gradient_scale,
       score_threshold=f.test.score_threshold, detection_nms_iou=f.test.nms_iou,
       max_detections=f.test.max_detections)
 
