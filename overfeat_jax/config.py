@@ -251,7 +251,7 @@ def base_config() -> ml_collections.ConfigDict:
   f.training = "approximate_joint"
   # Exact joint training only: the factor on the gradient that reaches the RPN through the proposal
   # coordinates (the forward pass is unchanged). 1 = the exact gradient; 0 = approximate joint
-  # training's. On the quickstart it is 35-95x the RPN's own on the delta layer (README "Ablations").
+  # training's. On the quickstart it is 46-122x the RPN's own on the delta layer (README "Ablations").
   f.joint_box_gradient_scale = 1.0
   f.anchor_sizes = (128, 256, 512)  # Anchor sizes, sqrt of the area in network-input pixels (SPEC B1).
   f.anchor_ratios = (0.5, 1.0, 2.0)  # Anchor aspect ratios, height / width (SPEC B1).
