@@ -24,6 +24,7 @@ import numpy as np
 
 import _timing
 from faster_rcnn_settings import variant_config
+from overfeat_jax.data import detection
 from overfeat_jax.tasks import faster_rcnn as task
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
     return t.rpn_cls + t.rpn_reg if which == "rpn" else t.det_cls + t.det_reg
 
   grad = jax.jit(jax.grad(term), static_argnums=(3, 4))
-  loader = task.training_task(config).make_loader(0, 1)
+  loader = detection.detection_train_loader(config, process_index=0, process_count=1)
   print(f"RPN gradients of {args.workdir} (step {step}), configs/{args.config}.py, "
         f"{args.batches} training batches")
   rows = []
